@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+from sklearn.metrics import ndcg_score
+
+from ungerlib import metrics
+
+
+def test_against_sklearn_ndcg_and_a_plain_recall():
+    rng = np.random.default_rng(0)
+    n_items, N = 50, 200
+    scores = rng.normal(size=(N, n_items))
+    target = rng.integers(n_items, size=N)
+    ranked = metrics.topk_from_scores(scores, 20)
+    got = metrics.rank_metrics(ranked, target, ks=(10, 20))
+    truth = np.zeros((N, n_items))
+    truth[np.arange(N), target] = 1
+    for k in (10, 20):
+        want_ndcg = np.mean([ndcg_score(truth[i:i + 1], scores[i:i + 1], k=k) for i in range(N)])
+        assert got[f"ndcg@{k}"] == pytest.approx(want_ndcg, abs=1e-12)
+        want_recall = np.mean([target[i] in np.argsort(-scores[i])[:k] for i in range(N)])
+        assert got[f"recall@{k}"] == pytest.approx(want_recall)
+
+
+def test_repeated_items_count_once():
+    ranked = np.array([[3, 3, 3, 7], [1, 2, 1, 5]])
+    ranks = metrics.target_rank(ranked, np.array([7, 5]))
+    assert ranks.tolist() == [2, 3]
+    m = metrics.rank_metrics(ranked, np.array([7, 5]), ks=(2,))
+    assert m["recall@2"] == 0.5 and m["ndcg@2"] == pytest.approx(0.5 / np.log2(3))
+
+
+def test_exclude_and_errors():
+    scores = np.array([[0.9, 0.8, 0.1, 0.5]])
+    assert metrics.topk_from_scores(scores, 2, exclude=np.array([[0, -1]])).tolist() == [[1, 3]]
+    with pytest.raises(ValueError, match="at least 20"):
+        metrics.per_user(np.zeros((2, 10), int), np.zeros(2, int))
+    with pytest.raises(ValueError, match="N = len"):
+        metrics.target_rank(np.zeros((2, 10), int), np.zeros(3, int))
+
+
+def test_paired_test_detects_a_real_difference():
+    rng = np.random.default_rng(1)
+    a = rng.random(500) < 0.3
+    b = a & (rng.random(500) < 0.5)
+    assert metrics.paired_test(a, b)["t_pvalue"] < 1e-6
+    assert metrics.paired_test(a, a)["wilcoxon_pvalue"] == 1.0

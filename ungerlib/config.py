@@ -1,0 +1,286 @@
+"""Dataclass configs and the three run profiles (paper section 4.1).
+
+A :class:`RunConfig` holds one sub-config per pipeline stage. Each stage's artefact is keyed by
+the hash of its own sub-config *and every sub-config upstream of it* (see :func:`upstream`), so a
+changed setting never reuses a stale result while an unrelated change (say, the beam width) does
+not retrain Stage I.
+
+Profiles:
+
+``smoke``  synthetic data, tiny models, seconds; what CI runs.
+``cpu``    real Amazon data, sized to finish on 2 CPU cores (the default).
+``paper``  the paper's settings (hidden 128, 1+4 layers, K=256, batch 256); meant for a GPU.
+
+Every config is built with :func:`from_dict`, which rejects unknown keys by name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Literal, TypeVar, get_type_hints
+
+PROFILES = ("smoke", "cpu", "paper")
+DATASETS = ("Beauty", "Sports", "Toys")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or out of range."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "Beauty"  # Beauty | Sports | Toys | synthetic
+    root: str | None = None  # folder holding <dataset>/; None: $UNGER_DATA, else the bundled copy
+    max_len: int = 20  # history cap (paper 4.1)
+    # synthetic data set (smoke profile and tests), see ungerlib.data.make_synthetic
+    n_users: int = 600
+    n_items: int = 240
+    n_topics: int = 8
+    seq_len: tuple[int, int] = (6, 14)
+    seed: int = 0
+
+
+@dataclass
+class SemanticConfig:
+    encoder: str = "all-MiniLM-L6-v2"  # HF id or local path; this name resolves to the PyPI-shipped copy
+    template: str = "{title}. Brand: {brand}. Category: {categories}. Keywords: {keywords}"
+    pooling: Literal["auto", "mean", "last", "cls"] = "auto"  # auto: mean for encoders, last for decoder LMs
+    max_length: int = 128
+    batch_size: int = 64
+    fp16: bool = True  # only on CUDA
+    allow_missing_text: bool = False  # an item with no text is an error unless this is set
+
+
+@dataclass
+class Stage1Config:
+    dim: int = 128  # collaborative embedding size (paper: 128)
+    variant: Literal["ours", "collab", "semantic", "concat"] = "ours"  # Table 5 rows
+    alpha: float = 1.0  # weight of L_align (Eq. 5); 0 = DIN alone
+    tau: float = 0.07  # InfoNCE temperature (Eq. 3)
+    sim: Literal["cosine", "dot"] = "cosine"
+    norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
+    integrated: str = "sum"  # which vector is quantised; see ungerlib.stage1.INTEGRATED
+    n_negatives: int = 256  # sampled-softmax negatives for L_seq (0 = full softmax)
+    attn_hidden: int = 64  # DIN local activation unit
+    mlp_hidden: int = 128
+    dropout: float = 0.1
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 200
+    weight_decay: float = 0.0
+    patience: int = 3  # early stopping on validation
+    eval_users: int = 0  # validation users scored per epoch (0 = all)
+
+
+@dataclass
+class CodesConfig:
+    method: Literal["hkmeans", "random", "rqvae"] = "hkmeans"
+    K: int = 256  # branching factor / codebook size (paper: 256)
+    kmeans_n_init: int = 1
+    kmeans_max_iter: int = 100
+    # RQ-VAE (Fig 8): levels x K with a final disambiguation token
+    rq_levels: int = 3
+    rq_hidden: tuple[int, ...] = (256, 128)
+    rq_latent: int = 32
+    rq_epochs: int = 200
+    rq_beta: float = 0.25  # commitment weight
+    rq_lr: float = 1e-3
+
+
+@dataclass
+class Stage2Config:
+    d_model: int = 128  # paper: 128
+    enc_layers: int = 1  # paper: 1
+    dec_layers: int = 4  # paper: 4
+    n_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    history_tokens: Literal["item", "code"] = "item"  # one token per history item, or one per code token
+    ikd: bool = True  # intra-modality knowledge distillation (Eq. 7)
+    beta: float = 1.0  # weight of L_distillation (Eq. 8)
+    ikd_negatives: int = 256
+    ikd_tau: float = 1.0
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    lr_decay: Literal["none", "cosine"] = "cosine"
+    weight_decay: float = 0.0
+    patience: int = 5  # early stopping on validation NDCG@20
+    eval_beam: int = 20  # beam used for per-epoch validation
+
+
+@dataclass
+class EvalConfig:
+    beam: int = 50
+    ks: tuple[int, ...] = (10, 20)
+    exclude_history: bool = False  # drop items the user already has from the ranking
+
+
+@dataclass
+class RunConfig:
+    profile: str = "cpu"
+    seed: int = 42
+    data: DataConfig = field(default_factory=DataConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    codes: CodesConfig = field(default_factory=CodesConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """Copy with nested changes, e.g. ``cfg.replace(stage1={"alpha": 0.0}, seed=1)``."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            if key not in d:
+                raise ConfigError(f"unknown setting {key!r} for RunConfig; known: {sorted(d)}")
+            if isinstance(d[key], dict) and isinstance(value, dict):
+                d[key] = {**d[key], **value}
+            else:
+                d[key] = value
+        return from_dict(RunConfig, d)
+
+
+# Stage order: each stage's artefact depends on its own section and those before it.
+STAGES = ("data", "semantic", "stage1", "codes", "stage2", "eval")
+
+
+def upstream(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    """Everything that determines the artefact of ``stage``: seed plus this and earlier sections.
+
+    >>> sorted(upstream(RunConfig(), "semantic"))
+    ['data', 'seed', 'semantic']
+    """
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; known: {STAGES}")
+    d = to_dict(cfg)
+    keep = STAGES[: STAGES.index(stage) + 1]
+    out: dict[str, Any] = {k: d[k] for k in keep}
+    # the semantic encoder is deterministic; Stage I onwards are seeded
+    if stage not in ("data", "semantic"):
+        out["seed"] = cfg.seed
+    out["data"] = {k: v for k, v in out["data"].items() if k != "root"}  # location is not content
+    from .data import content_hash  # lazy: config stays import-light
+
+    out["data_hash"] = content_hash(cfg.data)  # ... but the files' content is
+    return out
+
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type[T], d: dict[str, Any] | None, path: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) dict; an unknown key is a :class:`ConfigError`."""
+    d = dict(d or {})
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        where = f" in [{path}]" if path else ""
+        raise ConfigError(f"unknown setting(s) {unknown}{where}; known: {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        hint = hints[name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, f"{path}.{name}" if path else name)
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)  # tuples survive a JSON round trip as lists
+        else:
+            kwargs[name] = value
+    obj = cls(**kwargs)
+    _validate(obj)
+    return obj
+
+
+def _validate(obj: Any) -> None:
+    if isinstance(obj, CodesConfig) and obj.K < 2:
+        raise ConfigError(f"codes.K must be at least 2, got {obj.K}")
+    if isinstance(obj, DataConfig) and obj.max_len < 1:
+        raise ConfigError(f"data.max_len must be positive, got {obj.max_len}")
+    if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
+        raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
+
+
+# --------------------------------------------------------------------------- profiles
+
+_PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "data": {"dataset": "synthetic"},
+        "semantic": {"encoder": "hashing", "batch_size": 256},
+        "stage1": {"dim": 32, "epochs": 6, "batch_size": 128, "n_negatives": 0, "warmup_steps": 10,
+                   "attn_hidden": 32, "mlp_hidden": 64, "tau": 0.1},
+        "codes": {"K": 8, "rq_epochs": 30, "rq_hidden": (64,), "rq_latent": 16},
+        "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 4,
+                   "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 10},
+        "eval": {"beam": 20},
+    },
+    "cpu": {
+        "stage1": {"dim": 128, "epochs": 15},
+        "stage2": {"d_model": 128, "epochs": 30},
+        "eval": {"beam": 50},
+    },
+    "paper": {
+        "semantic": {"encoder": "meta-llama/Llama-2-7b-hf", "pooling": "last", "batch_size": 16},
+        "stage1": {"dim": 128, "epochs": 30},
+        "stage2": {"d_model": 128, "enc_layers": 1, "dec_layers": 4, "epochs": 100, "patience": 10},
+        "eval": {"beam": 100},
+    },
+}
+
+
+def profile(name: str = "cpu", dataset: str | None = None, **overrides: Any) -> RunConfig:
+    """The :class:`RunConfig` of profile ``name`` for ``dataset``, with optional section overrides.
+
+    >>> profile("smoke").data.dataset
+    'synthetic'
+    >>> profile("cpu", "Toys", stage1={"alpha": 0.0}).stage1.alpha
+    0.0
+    """
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known: {PROFILES}")
+    d = {"profile": name, **json.loads(json.dumps(_PROFILE_OVERRIDES[name]))}
+    if dataset is not None:
+        if name == "smoke" and dataset != "synthetic":
+            pass  # the smoke profile may still be pointed at a real data set explicitly
+        d.setdefault("data", {})["dataset"] = dataset
+    cfg = from_dict(RunConfig, d)
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+# --------------------------------------------------------------------------- paper rows
+
+def variant(cfg: RunConfig, row: str) -> RunConfig:
+    """The config of one named row of the paper's tables, derived from ``cfg``.
+
+    Table 5: ``semantic_only``, ``collaborative_only``, ``concat``, ``ours``.
+    Table 6: ``none`` (concat, no IKD), ``cka`` (no IKD), ``cka_ikd`` (= ours).
+    Fig 8:   ``random_codes``, ``rqvae_codes``, ``hkmeans_codes``.
+    """
+    rows: dict[str, dict[str, Any]] = {
+        "ours": {},
+        "cka_ikd": {},
+        "semantic_only": {"stage1": {"variant": "semantic"}},
+        "collaborative_only": {"stage1": {"variant": "collab", "alpha": 0.0}},
+        "concat": {"stage1": {"variant": "concat"}},
+        "none": {"stage1": {"variant": "concat"}, "stage2": {"ikd": False}},
+        "cka": {"stage2": {"ikd": False}},
+        "random_codes": {"codes": {"method": "random"}},
+        "rqvae_codes": {"codes": {"method": "rqvae"}},
+        "hkmeans_codes": {"codes": {"method": "hkmeans"}},
+    }
+    if row not in rows:
+        raise ConfigError(f"unknown paper row {row!r}; known: {sorted(rows)}")
+    return cfg.replace(**rows[row]) if rows[row] else dataclasses.replace(cfg)
