@@ -58,3 +58,22 @@ def test_semantic_embeddings_are_cached_and_recover_topics(smoke):
     np.fill_diagonal(same, False)
     off = ~np.eye(len(topic), dtype=bool) & ~same
     assert sim[same].mean() > sim[off].mean() + 0.2  # planted semantic signal visible in E_S
+
+
+def test_decoder_lm_uses_last_token_pooling(tmp_path):
+    """The paper's Llama-2 path, on a tiny random GPT-2 saved locally: 'auto' picks the last real token."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    tok = AutoTokenizer.from_pretrained(semantic.resolve_encoder("all-MiniLM-L6-v2"))
+    tok.save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    model = GPT2Model(GPT2Config(vocab_size=tok.vocab_size, n_layer=1, n_embd=32, n_head=2, n_positions=64)).eval()
+    model.save_pretrained(tmp_path)
+    texts = ["short", "a longer text with several more tokens in it"]
+    got = semantic.encode(texts, str(tmp_path), batch_size=2, progress=False)
+    for text, row in zip(texts, got):
+        ids = tok(text, return_tensors="pt")
+        with torch.no_grad():
+            last = model(**ids).last_hidden_state[0, -1]
+        assert np.allclose(row, torch.nn.functional.normalize(last, dim=0).numpy(), atol=1e-5)
