@@ -62,8 +62,7 @@ class Stage1Config:
     norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
     integrated: str = "sum"  # which vector is quantised; see ungerlib.stage1.INTEGRATED
     n_negatives: int = 256  # sampled-softmax negatives for L_seq (0 = full softmax)
-    attn_hidden: int = 64  # DIN local activation unit
-    mlp_hidden: int = 128
+    attn_hidden: int = 16  # DIN local activation unit width (its cost is B x L x candidates x width)
     dropout: float = 0.1
     epochs: int = 20
     batch_size: int = 256
@@ -71,7 +70,7 @@ class Stage1Config:
     warmup_steps: int = 200
     weight_decay: float = 0.0
     patience: int = 3  # early stopping on validation
-    eval_users: int = 0  # validation users scored per epoch (0 = all)
+    eval_users: int = 0  # validation users scored per epoch, a fixed seeded subset (0 = all)
 
 
 @dataclass
@@ -220,15 +219,15 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
         "data": {"dataset": "synthetic"},
         "semantic": {"encoder": "hashing", "batch_size": 256},
-        "stage1": {"dim": 32, "epochs": 6, "batch_size": 128, "n_negatives": 0, "warmup_steps": 10,
-                   "attn_hidden": 32, "mlp_hidden": 64, "tau": 0.1},
+        "stage1": {"dim": 32, "epochs": 20, "batch_size": 128, "n_negatives": 64, "warmup_steps": 10,
+                   "attn_hidden": 16, "lr": 3e-3, "tau": 0.1},
         "codes": {"K": 8, "rq_epochs": 30, "rq_hidden": (64,), "rq_latent": 16},
-        "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 4,
-                   "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 10},
+        "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 15, "lr": 3e-3,
+                   "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 20},
         "eval": {"beam": 20},
     },
     "cpu": {
-        "stage1": {"dim": 128, "epochs": 15},
+        "stage1": {"dim": 128, "epochs": 8, "attn_hidden": 4, "eval_users": 2000, "patience": 2},
         "stage2": {"d_model": 128, "epochs": 30},
         "eval": {"beam": 50},
     },
