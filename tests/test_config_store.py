@@ -84,3 +84,14 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     store.atomic_write_json(tmp_path / "a.json", {"x": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
     assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_code_changes_change_the_key(monkeypatch):
+    cfg = config.profile("smoke")
+    before = {s: config.upstream(cfg, s)["code_hash"] for s in config.STAGES}
+    real = config.source_hash
+    monkeypatch.setattr(config, "source_hash", lambda stage: real(stage) + ("x" if stage != "data" else ""))
+    after = {s: config.upstream(cfg, s)["code_hash"] for s in config.STAGES}
+    assert before["data"] == after["data"] and before["stage2"] != after["stage2"]
+    # a stage's hash covers every module upstream of it
+    assert real("stage2") != real("codes") != real("stage1")

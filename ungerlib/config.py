@@ -167,7 +167,26 @@ def upstream(cfg: RunConfig, stage: str) -> dict[str, Any]:
     from .data import content_hash  # lazy: config stays import-light
 
     out["data_hash"] = content_hash(cfg.data)  # ... but the files' content is
+    out["code_hash"] = source_hash(stage)  # and so is the code that made it
     return out
+
+
+# the modules whose code shapes each stage's artefact
+_STAGE_MODULES = {"data": ["data"], "semantic": ["semantic"], "stage1": ["stage1"], "codes": ["codes"],
+                  "stage2": ["stage2"], "eval": ["beam", "metrics"]}
+
+
+def source_hash(stage: str) -> str:
+    """Hash of the source of every module upstream of ``stage`` (a code change is a new artefact)."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for s in STAGES[: STAGES.index(stage) + 1]:
+        for m in _STAGE_MODULES[s]:
+            h.update((here / f"{m}.py").read_bytes())
+    return h.hexdigest()[:12]
 
 
 T = TypeVar("T")
