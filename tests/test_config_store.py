@@ -95,3 +95,8 @@ def test_code_changes_change_the_key(monkeypatch):
     assert before["data"] == after["data"] and before["stage2"] != after["stage2"]
     # a stage's hash covers every module upstream of it
     assert real("stage2") != real("codes") != real("stage1")
+
+
+def test_unimplemented_option_is_a_clear_error():
+    with pytest.raises(ConfigError, match="history_tokens='code' is not implemented"):
+        config.profile("cpu", stage2={"history_tokens": "code"})

@@ -228,6 +228,8 @@ def _validate(obj: Any) -> None:
         raise ConfigError(f"codes.K must be at least 2, got {obj.K}")
     if isinstance(obj, DataConfig) and obj.max_len < 1:
         raise ConfigError(f"data.max_len must be positive, got {obj.max_len}")
+    if isinstance(obj, Stage2Config) and obj.history_tokens != "item":
+        raise ConfigError(f"stage2.history_tokens={obj.history_tokens!r} is not implemented yet; use 'item'")
     if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
         raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
 
@@ -271,8 +273,6 @@ def profile(name: str = "cpu", dataset: str | None = None, **overrides: Any) -> 
         raise ConfigError(f"unknown profile {name!r}; known: {PROFILES}")
     d = {"profile": name, **json.loads(json.dumps(_PROFILE_OVERRIDES[name]))}
     if dataset is not None:
-        if name == "smoke" and dataset != "synthetic":
-            pass  # the smoke profile may still be pointed at a real data set explicitly
         d.setdefault("data", {})["dataset"] = dataset
     cfg = from_dict(RunConfig, d)
     return cfg.replace(**overrides) if overrides else cfg

@@ -12,6 +12,7 @@ tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smo
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -67,7 +68,8 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         pm.execute_notebook(str(nb), str(out), parameters=params, prepare_only=nbval,
                             cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
         prepared.append(out)
-        record["notebooks"].append({"name": nb.name, "wall_s": round(time.time() - t0, 1), "output": str(out)})
+        record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
+                                    "wall_s": round(time.time() - t0, 1), "output": str(out)})
     if nbval:  # execute the parameterised copies under nbval: any failing cell (e.g. a final assert) fails
         cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
                f"--rootdir={out_dir}", *map(str, prepared)]
@@ -76,8 +78,13 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         record["nbval"] = {"returncode": rc, "wall_s": round(time.time() - t0, 1)}
         if rc != 0:
             raise SystemExit(rc)
-    else:
-        atomic_write_json(figures_dir(profile) / "run.json", record)
+    else:  # update the record of the notebooks that ran, keep the others'
+        path = figures_dir(profile) / "run.json"
+        old = json.loads(path.read_text()) if path.exists() else {"notebooks": []}
+        ran = {n["name"] for n in record["notebooks"]}
+        record["notebooks"] = sorted([n for n in old.get("notebooks", []) if n["name"] not in ran]
+                                     + record["notebooks"], key=lambda n: n["name"])
+        atomic_write_json(path, record)
     return record
 
 
