@@ -38,7 +38,8 @@ def main() -> None:
         idx = rng.integers(len(sp.train), size=s1.batch_size)
         hist, tgt = stage1._pad(sp.train.history[idx], n), torch.from_numpy(sp.train.target[idx])
         neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives))
-        loss = F.cross_entropy(din.interest(hist, torch.cat([tgt[:, None], neg.expand(len(idx), -1)], 1)),
+        enc = din.encode(hist)  # as in train_stage1: target + shared negatives
+        loss = F.cross_entropy(torch.cat([din.score(enc, tgt[:, None]), din.score(enc, neg)], 1),
                                torch.zeros(len(idx), dtype=torch.long))
         opt.zero_grad(); loss.backward(); opt.step()
     t1 = (time.perf_counter() - t0) / a.batches * steps

@@ -44,3 +44,14 @@ def test_paired_test_detects_a_real_difference():
     b = a & (rng.random(500) < 0.5)
     assert metrics.paired_test(a, b)["t_pvalue"] < 1e-6
     assert metrics.paired_test(a, a)["wilcoxon_pvalue"] == 1.0
+
+
+def test_next_item_knn_matches_a_hand_computed_case():
+    from ungerlib import analysis, data
+
+    emb = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=float)
+    ex = data.Examples(np.arange(2), np.array([[-1, 0], [3, 2]]), np.array([1, 0]))
+    # user 0: last item 0 -> ranking 1, 2, 3 (0 is history) -> target 1 at rank 1
+    # user 1: last item 2 -> ranking 1 (0.1/|.|), 0 (0), ... with 3 and 2 excluded -> target 0 at rank 2
+    m = analysis.next_item_knn(emb, ex, k=20)
+    assert m["recall@10"] == 1.0 and m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3)) / 2)

@@ -89,29 +89,45 @@ class DIN(nn.Module):
         self.att_h = nn.Linear(d, attn_hidden)  # A h  (absorbs the h part of h - t)
         self.att_t = nn.Linear(d, attn_hidden, bias=False)  # B t (absorbs the t part of h - t)
         self.att_ht = nn.Parameter(torch.randn(attn_hidden, d) / math.sqrt(d))  # C (h * t)
-        self.att_out = nn.Sequential(nn.PReLU(), nn.Linear(attn_hidden, 1))
+        self.att_act, self.att_w = nn.PReLU(), nn.Linear(attn_hidden, 1)  # activation unit output
         self.out = nn.Linear(d, d)
         self.bias = nn.Parameter(torch.zeros(n_items))
         self.drop = nn.Dropout(dropout)
 
+    def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """hist [B, L] item ids (padding = n) -> (h [B, L, d], mask [B, L], rows [B, L*(H+1), d])."""
+        L = hist.shape[1]
+        h = self.drop(self.emb(hist) + self.pos[-L:])
+        rows = torch.cat([(h.unsqueeze(2) * self.att_ht).flatten(1, 2),  # h_l * C_k, k < H
+                          F.linear(h, self.out.weight)], 1)  # W h_l
+        return h, (hist != self.n_items).float(), rows
+
+    def score(self, enc: tuple[torch.Tensor, torch.Tensor, torch.Tensor], cand: torch.Tensor) -> torch.Tensor:
+        """Scores [B, C] of candidates ``cand`` ([B, C] per user, or [C] shared) for :meth:`encode`'s output.
+
+        ``score = <W u_t + b, e_t> + bias_t`` with ``u_t = sum_l a_l h_l / |h|`` is computed as
+        ``sum_l a_l <W h_l, e_t> / |h| + <b, e_t>``: one GEMM against the candidates yields both the
+        attention pairs and the readout, and no [B, C, d] tensor is formed.
+        """
+        h, mask, rows = enc
+        B, L, _ = h.shape
+        H = self.att_h.out_features
+        t = self.emb(cand)  # [B, C, d] or [C, d]
+        if t.dim() == 2:  # shared candidates: one large GEMM
+            prod = (rows.reshape(-1, rows.shape[-1]) @ t.T).view(B, L * (H + 1), -1)  # [B, L*(H+1), C]
+            tt, tb = self.att_t(t).T[None, None], (t @ self.out.bias)[None]  # [1, 1, H, C], [1, C]
+        else:
+            prod = torch.bmm(rows, t.transpose(1, 2))
+            tt, tb = self.att_t(t).transpose(1, 2)[:, None], t @ self.out.bias  # [B, 1, H, C], [B, C]
+        pair = prod[:, :L * H].view(B, L, H, -1)  # [B, L, H, C]
+        readout = prod[:, L * H:]  # [B, L, C]: <W h_l, e_t>
+        z = self.att_act(pair + self.att_h(h).unsqueeze(-1) + tt)  # [B, L, H, C]
+        a = (torch.einsum("blhc,h->blc", z, self.att_w.weight[0]) + self.att_w.bias) * mask.unsqueeze(-1)
+        return (a * readout).sum(1) / mask.sum(1, keepdim=True).clamp(min=1) + tb + self.bias[cand]
+
     def interest(self, hist: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
         """hist [B, L] item ids (padding = n), cand [B, C] or shared [C] -> scores [B, C]."""
-        B, L = hist.shape
-        h = self.drop(self.emb(hist) + self.pos[-L:])  # [B, L, d]
-        mask = (hist != self.n_items).float()  # [B, L]
-        t = self.emb(cand)  # [B, C, d] or [C, d]
-        hc = (h.unsqueeze(2) * self.att_ht).flatten(1, 2)  # [B, L*H, d]: rows h_l * C_k
-        if t.dim() == 2:  # shared candidates: one GEMM
-            pair = (hc.reshape(-1, hc.shape[-1]) @ t.T).view(B, L, -1, t.shape[0])  # [B, L, H, C]
-            tt = self.att_t(t).T[None, None]  # [1, 1, H, C]
-        else:
-            pair = torch.bmm(hc, t.transpose(1, 2)).view(B, L, -1, t.shape[1])
-            tt = self.att_t(t).transpose(1, 2)[:, None]  # [B, 1, H, C]
-        z = pair + self.att_h(h).unsqueeze(-1) + tt  # [B, L, H, C]
-        a = self.att_out(z.permute(0, 3, 1, 2)).squeeze(-1) * mask.unsqueeze(1)  # [B, C, L]
-        u = torch.bmm(a, h) / mask.sum(1).clamp(min=1)[:, None, None]  # [B, C, d]
-        tgt = t if t.dim() == 3 else t.unsqueeze(0)
-        return (self.out(u) * tgt).sum(-1) + self.bias[cand]  # [B, C]
+        return self.score(self.encode(hist), cand)
 
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -224,8 +240,9 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
             hist, tgt = _pad(tr.history[idx], n), torch.from_numpy(tr.target[idx]).to(DEVICE)
             if s1.n_negatives:  # target + shared uniform negatives; mask accidental hits
                 neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives)).to(DEVICE)
-                logits = model.interest(hist, torch.cat([tgt[:, None], neg.expand(len(idx), -1)], 1))
-                logits[:, 1:] = logits[:, 1:].masked_fill(neg[None, :] == tgt[:, None], -1e9)
+                enc = model.encode(hist)
+                neg_logits = model.score(enc, neg).masked_fill(neg[None, :] == tgt[:, None], -1e9)
+                logits = torch.cat([model.score(enc, tgt[:, None]), neg_logits], 1)
                 loss_seq = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long, device=DEVICE))
             else:
                 loss_seq = F.cross_entropy(model.interest(hist, torch.arange(n, device=DEVICE)), tgt)
@@ -276,14 +293,24 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
         pca = PCA(n_components=min(s1.dim, semantic.shape[1]), random_state=cfg.seed).fit_transform(semantic)
         res.integrated = np.concatenate([_l2(collab), _l2(pca)], axis=1).astype(np.float32)
     else:
-        res.integrated = integrate(collab, adapted, "collaborative" if alpha == 0 else s1.integrated)
-        res.integrated = res.integrated.astype(np.float32)
+        res.integrated = integrated_for(cfg, collab, adapted)
     res.crossmodal_top1 = crossmodal_top1(collab, adapted)
     return res
 
 
+def integrated_for(cfg: C.RunConfig, collab: np.ndarray, adapted: np.ndarray | None) -> np.ndarray:
+    """The vector quantised into unicodes for ``cfg`` (``stage1.integrated``; E_C when alpha = 0)."""
+    s1 = cfg.stage1
+    how = "collaborative" if s1.variant in ("collab", "concat") or s1.alpha == 0 else s1.integrated
+    return integrate(collab, adapted, how).astype(np.float32)
+
+
 def stage1_embeddings(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> Stage1Result:
-    """Cached :func:`train_stage1` on ``cfg``'s data set and semantic embeddings."""
+    """Cached :func:`train_stage1` on ``cfg``'s data set and semantic embeddings.
+
+    The cache key leaves out ``stage1.integrated``: the choice is applied to the stored E_C and E_T
+    on load, so comparing the choices never retrains (codes, downstream, are keyed by it).
+    """
     names = ("collaborative", "adapted", "integrated")
 
     def build(out: Path, work: Path) -> dict[str, Any]:
@@ -292,14 +319,18 @@ def stage1_embeddings(cfg: C.RunConfig, force: bool = False, progress: bool = Tr
         _, splits = get_splits(cfg)
         res = train_stage1(splits, semantic_embeddings(cfg), cfg, work, progress)
         for name in names:
-            if getattr(res, name) is not None:
+            if getattr(res, name) is not None and (name != "integrated" or cfg.stage1.variant == "concat"):
                 np.save(out / f"{name}.npy", getattr(res, name))
         meta = {"history": res.history, "valid_metrics": res.valid_metrics, "crossmodal_top1": res.crossmodal_top1}
         (out / "result.json").write_text(__import__("json").dumps(meta, indent=1))
         return {"valid_metrics": res.valid_metrics}
 
-    art = cached("stage1", C.upstream(cfg, "stage1"), build, force=force)
+    key = C.upstream(cfg, "stage1")
+    key["stage1"] = {k: v for k, v in key["stage1"].items() if k != "integrated"}
+    art = cached("stage1", key, build, force=force)
     arrays = {n: (art.npy(n) if (art.path / f"{n}.npy").exists() else None) for n in names}
+    if arrays["integrated"] is None:  # concat stores its PCA-based vector; the others are derived
+        arrays["integrated"] = integrated_for(cfg, arrays["collaborative"], arrays["adapted"])
     meta = art.json("result")
     return Stage1Result(arrays["collaborative"], arrays["adapted"], arrays["integrated"], meta["history"],
                         meta["valid_metrics"], meta["crossmodal_top1"])
