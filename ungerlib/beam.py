@@ -4,7 +4,8 @@ Every step expands only children that exist in the code trie (``CodeTable.next_n
 each finished beam is a real item and no item can appear twice. Among all expansions of all
 live beams, the ``beam`` best by total log-probability survive; those that reach a leaf leave
 the beam as finished items (codes may differ in length). The ranking is the finished items
-sorted by log-probability. Keys/values of the decoder are cached: each step feeds one token.
+sorted by log-probability. Keys/values of the decoder are cached: each step feeds one token, and
+a user's beams attend to its encoder memory together (the memory is never copied per beam).
 """
 from __future__ import annotations
 
@@ -47,10 +48,8 @@ def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple
         score = torch.where(alive, new_score, -torch.inf)
         node = torch.where(alive, new_node, 0)
         rows = (torch.arange(B, device=dev)[:, None] * W + parent).flatten()  # each new beam's parent row
-        for c in caches:
-            for key in c:
-                c[key] = c[key][rows]
-        mem, mask = mem[rows], mask[rows]
+        for c in caches:  # self-attention caches follow their beams; the memory stays per user
+            c["k"], c["v"] = c["k"][rows], c["v"][rows]
         x = (model.embed_codes(tok.view(-1, 1), level) + model.dec_pos[level + 1])
         h = model.decode(x, mem, mask, caches)[:, -1]
     out_i = [torch.cat(i).cpu().numpy() if i else np.zeros(0, np.int64) for i in items]

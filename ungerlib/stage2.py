@@ -53,8 +53,11 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mem: torch.Tensor, mem_mask: torch.Tensor,
                 cache: dict | None = None) -> torch.Tensor:
-        """x [B, T, d]; mem [B, S, d]; mem_mask [B, 1, 1, S] bool (True = attend).
-        With ``cache`` (incremental), x holds only the new position(s)."""
+        """x [B*W, T, d]; mem [B, S, d]; mem_mask [B, 1, 1, S] bool (True = attend).
+
+        W > 1 (beam search): rows b*W .. b*W+W-1 of x are user b's beams; they share its memory,
+        so the memory is never copied per beam. With ``cache`` (incremental), x holds only the new
+        position(s)."""
         p = self.drop if self.training else 0.0
         q, k, v = [self._heads(t) for t in self.qkv(self.ln1(x)).chunk(3, -1)]
         if cache is not None:
@@ -71,7 +74,12 @@ class DecoderLayer(nn.Module):
             mk, mv = [self._heads(t) for t in self.kv_x(mem).chunk(2, -1)]
             if cache is not None:
                 cache["mk"], cache["mv"] = mk, mv
+        Bm, W, T = mk.shape[0], q.shape[0] // mk.shape[0], q.shape[2]
+        if W > 1:  # beam search: a user's W beams are extra queries against its one memory
+            q = q.view(Bm, W, self.h, T, -1).transpose(1, 2).reshape(Bm, self.h, W * T, -1)
         a = F.scaled_dot_product_attention(q, mk, mv, attn_mask=mem_mask, dropout_p=p)
+        if W > 1:
+            a = a.view(Bm, self.h, W, T, -1).transpose(1, 2).reshape(Bm * W, self.h, T, -1)
         x = x + F.dropout(self.proj_x(a.transpose(1, 2).flatten(2)), p, self.training)
         return x + F.dropout(self.ff(self.ln3(x)), p, self.training)
 
