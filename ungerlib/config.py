@@ -61,7 +61,10 @@ class Stage1Config:
     sim: Literal["cosine", "dot"] = "cosine"
     norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
     integrated: str = "sum"  # which vector is quantised; see ungerlib.stage1.INTEGRATED
-    n_negatives: int = 256  # sampled-softmax negatives for L_seq (0 = full softmax)
+    # sampled-softmax negatives for L_seq (0 = full softmax). Sampled by measurement
+    # (bench/bench_stage1_softmax.py): on Beauty a full-softmax step costs 14x more per example
+    # (DIN attends over the history once per candidate), and on the synthetic set it was no better.
+    n_negatives: int = 256
     attn_hidden: int = 16  # DIN local activation unit width (its cost is B x L x candidates x width)
     dropout: float = 0.1
     epochs: int = 20
