@@ -60,7 +60,10 @@ class Stage1Config:
     tau: float = 0.07  # InfoNCE temperature (Eq. 3)
     sim: Literal["cosine", "dot"] = "cosine"
     norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
-    integrated: str = "sum"  # which vector is quantised; see ungerlib.stage1.INTEGRATED
+    # Which vector is quantised (ungerlib.stage1.INTEGRATED). "collaborative" is E_C trained jointly
+    # with CKA, i.e. the ID embedding the alignment pulled towards the semantics. Chosen on validation
+    # (notebook 02, next-item kNN): best on Beauty and Sports, second to "concat" on Toys, best mean.
+    integrated: str = "collaborative"
     # sampled-softmax negatives for L_seq (0 = full softmax). Sampled by measurement
     # (bench/bench_stage1_softmax.py): on Beauty a full-softmax step costs 14x more per example
     # (DIN attends over the history once per candidate), and on the synthetic set it was no better.
@@ -245,7 +248,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "semantic": {"encoder": "hashing", "batch_size": 256},
         "stage1": {"dim": 32, "epochs": 20, "batch_size": 128, "n_negatives": 64, "warmup_steps": 10,
                    "attn_hidden": 16, "lr": 3e-3, "tau": 0.1},
-        "codes": {"K": 8, "rq_epochs": 30, "rq_hidden": (64,), "rq_latent": 16},
+        "codes": {"K": 8, "rq_epochs": 60, "rq_hidden": (64,), "rq_latent": 16},  # 30 epochs collapse 15 items onto one code
         "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 15, "lr": 3e-3,
                    "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 20},
         "eval": {"beam": 20},
