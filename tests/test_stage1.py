@@ -95,3 +95,16 @@ def test_din_scores_match_the_textbook_formula():
         assert torch.allclose(din.interest(hist, cand), expected, atol=1e-5)
         shared = din.interest(hist, torch.tensor([2, 9, 17]))  # shared-candidate GEMM path
         assert torch.allclose(shared[0], expected[0], atol=1e-5)
+
+
+def test_integrated_choice_is_applied_on_load_without_retraining(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNGER_ARTEFACTS", str(tmp_path))
+    cfg = config.profile("smoke").replace(stage1={"epochs": 2})
+    a = stage1.stage1_embeddings(cfg, progress=False)
+    b = stage1.stage1_embeddings(cfg.replace(stage1={"integrated": "concat"}), progress=False)
+    assert len([p for p in (tmp_path / "stage1").iterdir() if not p.name.startswith(".")]) == 1  # trained once
+    np.testing.assert_array_equal(a.collaborative, b.collaborative)
+    np.testing.assert_array_equal(a.integrated, a.collaborative)  # the default quantises E_C
+    assert b.integrated.shape == (a.collaborative.shape[0], 2 * a.collaborative.shape[1])
+    with pytest.raises(config.ConfigError, match="integrated"):
+        stage1.stage1_embeddings(cfg.replace(stage1={"integrated": "average"}), progress=False)
