@@ -32,6 +32,8 @@ def test_repeated_items_count_once():
 def test_exclude_and_errors():
     scores = np.array([[0.9, 0.8, 0.1, 0.5]])
     assert metrics.topk_from_scores(scores, 2, exclude=np.array([[0, -1]])).tolist() == [[1, 3]]
+    # fewer than k items left after exclusion: excluded items never fill the list
+    assert metrics.topk_from_scores(np.array([[0.5, 0.1, 0.9]]), 3, exclude=np.array([[2, 0]])).tolist() == [[1, -1, -1]]
     with pytest.raises(ValueError, match="at least 20"):
         metrics.per_user(np.zeros((2, 10), int), np.zeros(2, int))
     with pytest.raises(ValueError, match="N = len"):

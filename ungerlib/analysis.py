@@ -13,7 +13,7 @@ import pandas as pd
 
 from .data import Examples
 from .metrics import rank_metrics, topk_from_scores
-from .stage1 import Stage1Result, integrate
+from .stage1 import INTEGRATED, Stage1Result, integrate
 
 
 def next_item_knn(emb: np.ndarray, ex: Examples, k: int = 20, batch: int = 2048) -> dict[str, float]:
@@ -24,7 +24,6 @@ def next_item_knn(emb: np.ndarray, ex: Examples, k: int = 20, batch: int = 2048)
     for s in range(0, len(ex), batch):
         hist = ex.history[s:s + batch]
         top = topk_from_scores(e[last[s:s + batch]] @ e.T, min(k, len(e)), exclude=hist)
-        top[(top[:, :, None] == hist[:, None, :]).any(2)] = -1  # excluded items never count
         out[s:s + batch, :top.shape[1]] = top
     return rank_metrics(out, ex.target, (10, 20))
 
@@ -32,6 +31,6 @@ def next_item_knn(emb: np.ndarray, ex: Examples, k: int = 20, batch: int = 2048)
 def integrated_choices(res: Stage1Result, semantic: np.ndarray, ex: Examples) -> pd.DataFrame:
     """:func:`next_item_knn` for every way of forming the integrated embedding, plus E_S alone."""
     rows = {"semantic E_S (frozen)": next_item_knn(semantic, ex)}
-    for how in ("collaborative", "adapted", "sum", "concat"):
+    for how in INTEGRATED:
         rows[how] = next_item_knn(integrate(res.collaborative, res.adapted, how), ex)
     return pd.DataFrame.from_dict(rows, orient="index")

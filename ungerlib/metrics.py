@@ -55,7 +55,11 @@ def rank_metrics(ranked: np.ndarray, target: np.ndarray, ks: tuple[int, ...] = (
 
 
 def topk_from_scores(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """[N, n_items] scores -> [N, k] item ids, best first; ``exclude`` [N, L] ids (-1 = none) are masked."""
+    """[N, n_items] scores -> [N, k] item ids, best first.
+
+    ``exclude`` [N, L] ids (-1 = none) are never returned: where fewer than k items remain, the
+    list is filled with -1 (which :func:`rank_metrics` treats as empty).
+    """
     scores = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
         rows = np.repeat(np.arange(len(scores)), exclude.shape[1])
@@ -64,7 +68,10 @@ def topk_from_scores(scores: np.ndarray, k: int, exclude: np.ndarray | None = No
         scores[rows[ok], cols[ok]] = -np.inf
     part = np.argpartition(-scores, kth=min(k, scores.shape[1] - 1), axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
+    top = np.take_along_axis(part, order, 1)
+    if exclude is not None:
+        top[np.take_along_axis(scores, top, 1) == -np.inf] = -1
+    return top
 
 
 def paired_test(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray) -> dict[str, float]:

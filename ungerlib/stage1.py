@@ -206,7 +206,7 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
     _check_semantic(semantic, n)
     if s1.variant == "semantic":  # frozen E_S, nothing to train
         return Stage1Result(semantic, None, semantic.astype(np.float32))
-    alpha = 0.0 if s1.variant in ("collab", "concat") else s1.alpha
+    alpha = _alpha(s1)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = DIN(n, s1.dim, s1.attn_hidden, s1.dropout, splits.max_len).to(DEVICE)
@@ -298,10 +298,14 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
     return res
 
 
+def _alpha(s1: C.Stage1Config) -> float:
+    """The weight of L_align actually used: 0 for the DIN-alone variants (collab, concat)."""
+    return 0.0 if s1.variant in ("collab", "concat") else s1.alpha
+
+
 def integrated_for(cfg: C.RunConfig, collab: np.ndarray, adapted: np.ndarray | None) -> np.ndarray:
     """The vector quantised into unicodes for ``cfg`` (``stage1.integrated``; E_C when alpha = 0)."""
-    s1 = cfg.stage1
-    how = "collaborative" if s1.variant in ("collab", "concat") or s1.alpha == 0 else s1.integrated
+    how = "collaborative" if _alpha(cfg.stage1) == 0 else cfg.stage1.integrated
     return integrate(collab, adapted, how).astype(np.float32)
 
 
