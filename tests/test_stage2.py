@@ -44,7 +44,8 @@ def test_killed_run_resumes_to_the_same_result(world, tmp_path):
     _, resumed = stage2.train_stage2(splits, table, emb, cfg, work_dir=tmp_path, progress=False)
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     for a, b in zip(full, resumed):
-        assert a == pytest.approx(b, abs=1e-6)
+        same = {k: v for k, v in a.items() if not k.endswith("_s")}  # wall times differ
+        assert same == pytest.approx({k: b[k] for k in same}, abs=1e-6)
 
 
 def test_ikd_switch_and_bad_input(world):

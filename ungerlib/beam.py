@@ -64,21 +64,31 @@ def recommend(model, histories: np.ndarray, table: CodeTable, beam: int = 20, to
     With ``exclude_history`` the user's history items are dropped from the beam's results and
     the next ones move up (a beam of at least topk + history length keeps the list full).
     """
+    return recommend_both(model, histories, table, beam, topk, batch_size)[bool(exclude_history)]
+
+
+def recommend_both(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
+                   batch_size: int = 256) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One beam search, two rankings: ``(all_items, all_scores), (excl_items, excl_scores)``.
+
+    The second drops the user's history items (see :func:`recommend`); both come from the same
+    finished beams, so evaluating both costs one search.
+    """
     if beam < 1 or topk < 1:
         raise ValueError(f"beam and topk must be positive, got beam={beam}, topk={topk}")
     model.eval()
     N = len(histories)
-    out_items = np.full((N, topk), -1, dtype=np.int64)
-    out_scores = np.full((N, topk), -np.inf)
+    out = [(np.full((N, topk), -1, dtype=np.int64), np.full((N, topk), -np.inf)) for _ in range(2)]
     for s in range(0, N, batch_size):
         hist = histories[s:s + batch_size]
         its, scs = beam_search(model, torch.from_numpy(hist).to(next(model.parameters()).device), table, beam)
         for r, (i, sc) in enumerate(zip(its, scs)):
             order = np.argsort(-sc, kind="stable")
             i, sc = i[order], sc[order]
-            if exclude_history:
-                keep = ~np.isin(i, hist[r])
-                i, sc = i[keep], sc[keep]
-            out_items[s + r, :min(topk, len(i))] = i[:topk]
-            out_scores[s + r, :min(topk, len(i))] = sc[:topk]
-    return out_items, out_scores
+            for excl, (oi, os_) in enumerate(out):
+                if excl:
+                    keep = ~np.isin(i, hist[r])
+                    i, sc = i[keep], sc[keep]
+                oi[s + r, :min(topk, len(i))] = i[:topk]
+                os_[s + r, :min(topk, len(i))] = sc[:topk]
+    return out[0], out[1]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -198,6 +199,7 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
             break
         model.train()
         order = rng.permutation(len(tr))
+        t0 = time.time()
         tot = {"loss_gen": 0.0, "loss_ikd": 0.0}
         for s in tqdm(range(0, len(order), s2.batch_size), desc=f"stage2 epoch {epoch + 1}", disable=not progress,
                       leave=False):
@@ -219,9 +221,11 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
             sched.step()
             tot["loss_gen"] += loss_gen.item() * len(idx)
             tot["loss_ikd"] += loss_ikd.item() * len(idx)
-        rec = {"epoch": epoch + 1, **{k: v / len(order) for k, v in tot.items()}}
+        rec = {"epoch": epoch + 1, **{k: v / len(order) for k, v in tot.items()}, "train_s": time.time() - t0}
+        t0 = time.time()
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
         rec.update({f"valid_{k}": v for k, v in rank_metrics(ranked, splits.valid.target).items()})
+        rec["valid_s"] = time.time() - t0  # wall times: the only fields a resumed run may not repeat
         st["history"].append(rec)
         if progress:
             print(f"[stage2] epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k != "epoch"),
@@ -274,7 +278,7 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     Per-user top-20 rankings are saved (``{valid,test}_{all,excl}.npy``) next to the metrics so
     anyone can recompute them or run paired tests (:func:`ungerlib.metrics.paired_test`).
     """
-    from .beam import recommend
+    from .beam import recommend_both
 
     model, _ = run_stage2(cfg)
     splits, table, _ = _inputs(cfg)
@@ -283,10 +287,8 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for split in ("valid", "test"):
             ex: Examples = getattr(splits, split)
-            for excl in (False, True):
-                ranked, _ = recommend(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
-                                      exclude_history=excl)
-                tag = f"{split}_{'excl' if excl else 'all'}"
+            both = recommend_both(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks))
+            for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
                 np.save(out / f"{tag}.npy", ranked)
                 res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
         atomic_write_json(out / "metrics.json", res)
