@@ -69,6 +69,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
                             cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
+                                    "git_commit": record["git_commit"],
                                     "wall_s": round(time.time() - t0, 1), "output": str(out)})
     if nbval:  # execute the parameterised copies under nbval: any failing cell (e.g. a final assert) fails
         cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
@@ -82,8 +83,9 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         path = figures_dir(profile) / "run.json"
         old = json.loads(path.read_text()) if path.exists() else {"notebooks": []}
         ran = {n["name"] for n in record["notebooks"]}
-        record["notebooks"] = sorted([n for n in old.get("notebooks", []) if n["name"] not in ran]
-                                     + record["notebooks"], key=lambda n: n["name"])
+        kept = [{"git_commit": old.get("git_commit", "unknown"), **n}  # each notebook keeps its own commit
+                for n in old.get("notebooks", []) if n["name"] not in ran]
+        record["notebooks"] = sorted(kept + record["notebooks"], key=lambda n: n["name"])
         atomic_write_json(path, record)
     return record
 
