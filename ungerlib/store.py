@@ -47,11 +47,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def git_commit() -> str:
-    """The repo's HEAD commit, with ``+dirty`` when tracked files differ from it."""
+    """The repo's HEAD commit, with ``+dirty`` when tracked files other than outputs (``figures/``) differ."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!figures"],
                                cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
