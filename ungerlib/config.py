@@ -256,7 +256,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cpu": {
         "stage1": {"dim": 128, "epochs": 8, "attn_hidden": 4, "eval_users": 2000, "patience": 2},
-        # 10 epochs (cosine over them) fit 2 cores: Beauty ~25 min, Sports ~35 min, Toys ~20 min incl.
+        # 10 epochs (cosine over them) fit 2 cores: Beauty 22 min, Sports 34 min, Toys 19 min incl.
         # the per-epoch full-validation beam. 30 epochs gained valid NDCG@20 until ~epoch 22 (README).
         "stage2": {"d_model": 128, "epochs": 10},
         "eval": {"beam": 50},
