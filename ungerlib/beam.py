@@ -64,7 +64,7 @@ def recommend(model, histories: np.ndarray, table: CodeTable, beam: int = 20, to
     With ``exclude_history`` the user's history items are dropped from the beam's results and
     the next ones move up (a beam of at least topk + history length keeps the list full).
     """
-    return recommend_both(model, histories, table, beam, topk, batch_size)[bool(exclude_history)]
+    return _rankings(model, histories, table, beam, topk, batch_size, (exclude_history,))[0]
 
 
 def recommend_both(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
@@ -74,21 +74,26 @@ def recommend_both(model, histories: np.ndarray, table: CodeTable, beam: int = 2
     The second drops the user's history items (see :func:`recommend`); both come from the same
     finished beams, so evaluating both costs one search.
     """
+    all_, excl = _rankings(model, histories, table, beam, topk, batch_size, (False, True))
+    return all_, excl
+
+
+def _rankings(model, histories: np.ndarray, table: CodeTable, beam: int, topk: int, batch_size: int,
+              excludes: tuple[bool, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One beam search; per entry of ``excludes``, top-``topk`` (items, log-probs) with or without history."""
     if beam < 1 or topk < 1:
         raise ValueError(f"beam and topk must be positive, got beam={beam}, topk={topk}")
     model.eval()
     N = len(histories)
-    out = [(np.full((N, topk), -1, dtype=np.int64), np.full((N, topk), -np.inf)) for _ in range(2)]
+    out = [(np.full((N, topk), -1, dtype=np.int64), np.full((N, topk), -np.inf)) for _ in excludes]
     for s in range(0, N, batch_size):
         hist = histories[s:s + batch_size]
         its, scs = beam_search(model, torch.from_numpy(hist).to(next(model.parameters()).device), table, beam)
         for r, (i, sc) in enumerate(zip(its, scs)):
             order = np.argsort(-sc, kind="stable")
             i, sc = i[order], sc[order]
-            for excl, (oi, os_) in enumerate(out):
-                if excl:
-                    keep = ~np.isin(i, hist[r])
-                    i, sc = i[keep], sc[keep]
-                oi[s + r, :min(topk, len(i))] = i[:topk]
-                os_[s + r, :min(topk, len(i))] = sc[:topk]
-    return out[0], out[1]
+            for excl, (out_i, out_s) in zip(excludes, out):
+                keep = ~np.isin(i, hist[r]) if excl else slice(None)
+                ki, ks = i[keep][:topk], sc[keep][:topk]
+                out_i[s + r, :len(ki)], out_s[s + r, :len(ks)] = ki, ks
+    return out
