@@ -57,3 +57,15 @@ def test_next_item_knn_matches_a_hand_computed_case():
     # user 1: last item 2 -> ranking 1 (0.1/|.|), 0 (0), ... with 3 and 2 excluded -> target 0 at rank 2
     m = analysis.next_item_knn(emb, ex, k=20)
     assert m["recall@10"] == 1.0 and m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3)) / 2)
+
+
+def test_popularity_ranks_training_targets_by_count():
+    from ungerlib import analysis, data
+
+    train = data.Examples(np.arange(6), np.full((6, 2), -1), np.array([2, 2, 2, 0, 0, 1]))
+    sp = data.Splits(train, train, train, n_items=30, max_len=2)
+    ex = data.Examples(np.arange(3), np.full((3, 2), -1), np.array([2, 0, 1]))
+    # ranking 2, 0, 1, then the 27 items never a target: targets at ranks 1, 2, 3
+    m = analysis.popularity(sp, ex)
+    assert m["recall@10"] == 1.0
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / np.log2(3) + 1 / np.log2(4)) / 3)

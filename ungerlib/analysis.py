@@ -1,4 +1,4 @@
-"""Analyses on learnt embeddings (validation split only).
+"""Cheap reference rankings scored like Stage II: popularity and next-item kNN on embeddings.
 
 :func:`next_item_knn` asks of an item embedding space what hierarchical k-means will exploit:
 are an item's nearest neighbours the items that come next? It ranks all items by cosine
@@ -11,9 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import Examples
+from .data import Examples, Splits
 from .metrics import rank_metrics, topk_from_scores
 from .stage1 import INTEGRATED, Stage1Result, integrate
+
+
+def popularity(splits: Splits, ex: Examples, k: int = 20) -> dict[str, float]:
+    """The floor: every user gets the ``k`` items most often a training target, most frequent first."""
+    top = np.argsort(-np.bincount(splits.train.target, minlength=splits.n_items))[:k]
+    return rank_metrics(np.tile(top, (len(ex), 1)), ex.target)
 
 
 def next_item_knn(emb: np.ndarray, ex: Examples, k: int = 20, batch: int = 2048) -> dict[str, float]:
