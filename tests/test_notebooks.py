@@ -24,6 +24,16 @@ def test_notebook_shape(path):
     assert "assert" in "".join(code[-1]["source"]), "the last cell must check the notebook's own results"
 
 
+def test_ipynb_and_py_sources_agree():
+    """Each notebook is a reviewed jupytext .py source paired with the .ipynb papermill runs."""
+    import sys
+
+    sys.path.insert(0, str(Path(reproduce.NOTEBOOKS).parent / "tools"))
+    import nbsync
+
+    assert nbsync.check() == []
+
+
 def test_every_notebook_is_listed_in_the_paper_map():
     stems = {p.stem for p in NBS}
     assert stems <= set(reproduce.PAPER_ARTEFACTS.values())

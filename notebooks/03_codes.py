@@ -1,0 +1,89 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Unicodes: hierarchical k-means vs random vs RQ-VAE
+#
+# Regenerates the **code report behind Fig 8** (choice of quantisation method) and the inputs of
+# **Fig 9** (number of clusters K) of the paper (4.6): Stage I's integrated embeddings are quantised
+# three ways at the profile's K (256 in `cpu`/`paper`, on Beauty, Sports and Toys; `smoke` uses the
+# synthetic data with K=8):
+#
+# * **hkmeans**, the paper's method (3.3): recursive K-way k-means until each leaf holds one item;
+# * **random**: the hkmeans tree with its codes shuffled among items (same shape, no meaning);
+# * **RQ-VAE** (TIGER): `rq_levels` residual codebooks plus a last token that disambiguates
+#   colliding items; the paper notes it "suffers from persistent codebook conflicts".
+#
+# For each table we show the code-length histogram, first-level usage, collisions before
+# disambiguation, and whether items sharing a first-level code share a category more often than
+# random pairs (the property 4.6 credits for hkmeans winning). The recommendation metrics of
+# Fig 8-9 come from Stage II (notebook 09).
+
+# %% tags=["parameters"]
+profile = "cpu"
+datasets = None  # None: the profile's data sets
+
+# %%
+import pandas as pd
+import seaborn as sns
+from ungerlib import config, data, report
+from ungerlib.codes import item_codes
+
+names = report.profile_datasets(profile, datasets)
+rows = {"hkmeans": "hkmeans_codes", "random": "random_codes", "rqvae": "rqvae_codes"}
+cfgs = {(n, m): config.variant(config.profile(profile, dataset=n), row) for n in names for m, row in rows.items()}
+items = {n: data.load_dataset(cfgs[(n, "hkmeans")].data).items for n in names}
+tables = {k: item_codes(c) for k, c in cfgs.items()}  # cached artefacts (Stage I runs first if needed)
+{n: cfgs[(n, "hkmeans")].codes.K for n in names}
+
+# %% [markdown]
+# ## Code report
+# One row per data set and quantiser; `n_collisions` counts items whose raw code was shared before the disambiguation token (RQ-VAE only).
+
+# %%
+cols = ["n_items", "K", "length_hist", "mean_length", "first_level_used", "mean_items_per_first_code",
+        "max_items_per_first_code", "n_collisions", "same_category_shared_prefix", "same_category_random_pair"]
+reps = {(n, m): t.report(items[n]) for (n, m), t in tables.items()}
+rep = pd.DataFrame({k: {c: r[c] for c in cols} for k, r in reps.items()}).T.rename_axis(["dataset", "method"])
+rep["length_hist"] = rep["length_hist"].astype(str)
+report.save_table(rep, "codes_report", list(cfgs.values()))
+rep
+
+# %% [markdown]
+# ## Code lengths
+
+# %%
+counts = pd.concat([pd.DataFrame({"dataset": n, "method": m, "code_length": t.lengths})
+                    for (n, m), t in tables.items()])
+counts = counts.value_counts().rename("items").reset_index().sort_values(["dataset", "method", "code_length"])
+g = sns.catplot(counts, x="code_length", y="items", row="dataset", col="method", kind="bar", height=2.6,
+                aspect=1.1, sharex=False, sharey=False)
+g.set_titles("{row_name} · {col_name}")
+report.save_figure(g.figure, "codes_length_hist", counts, list(cfgs.values()))
+
+# %% [markdown]
+# Hierarchical k-means and its shuffled copy have the same shape, but only hkmeans groups items of the same category under a shared first-level code; RQ-VAE codes are one token longer and carry a disambiguation token wherever its codebooks collide.
+
+# %%
+# Checks on this notebook's own results (nbval fails if any does not hold).
+for (n, m), t in tables.items():
+    assert len(t) == len(items[n]) == rep.loc[(n, m), "n_items"], (n, m)
+    assert len(set(t.codes)) == len(t), f"{n}/{m}: codes are not unique"
+for n in names:
+    r = rep.loc[n]
+    assert r.loc["hkmeans", "n_collisions"] == r.loc["random", "n_collisions"] == 0
+    assert sorted(tables[(n, "random")].codes) == sorted(tables[(n, "hkmeans")].codes)  # same tree, shuffled
+    assert r.loc["hkmeans", "same_category_shared_prefix"] > r.loc["random", "same_category_shared_prefix"], n
+print("all checks passed")
