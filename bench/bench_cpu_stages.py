@@ -13,11 +13,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ungerlib import codes, config, data, stage1
 from ungerlib.beam import recommend
-from ungerlib.stage2 import UNGER
+from ungerlib.stage2 import UNGER, trim
 
 
 def main() -> None:
@@ -31,16 +30,15 @@ def main() -> None:
     n, s1, s2 = sp.n_items, cfg.stage1, cfg.stage2
     steps = int(np.ceil(len(sp.train) / s1.batch_size))
     rng = np.random.default_rng(0)
-    din = stage1.DIN(n, s1.dim, s1.attn_hidden, s1.dropout)
+    sem = rng.normal(size=(n, 384)).astype(np.float32)  # speed does not depend on the text
+    din = stage1.DIN(n, s1.dim, s1.attn_hidden, s1.dropout, sp.max_len, sem, s1)
     opt = torch.optim.Adam(din.parameters())
     t0 = time.perf_counter()
     for b in range(a.batches):
         idx = rng.integers(len(sp.train), size=s1.batch_size)
         hist, tgt = stage1._pad(sp.train.history[idx], n), torch.from_numpy(sp.train.target[idx])
         neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives))
-        enc = din.encode(hist)  # as in train_stage1: target + shared negatives
-        loss = F.cross_entropy(torch.cat([din.score(enc, tgt[:, None]), din.score(enc, neg)], 1),
-                               torch.zeros(len(idx), dtype=torch.long))
+        loss = din.loss(hist, tgt, neg)["loss"]  # the training loss itself (Eq. 5)
         opt.zero_grad(); loss.backward(); opt.step()
     t1 = (time.perf_counter() - t0) / a.batches * steps
     t0 = time.perf_counter()
@@ -49,19 +47,17 @@ def main() -> None:
     print(f"Stage I  ({a.dataset}, dim {s1.dim}, {s1.n_negatives} negatives): {t1 / 60:.1f} min/epoch train, "
           f"{e1 / 60:.1f} min validation ({s1.eval_users or len(sp.valid)} users); "
           f"{s1.epochs} epochs ~ {(t1 + e1) * s1.epochs / 60:.0f} min")
-    table = codes.hierarchical_kmeans(rng.normal(size=(n, 32)), cfg.codes.K, 0)
-    model = UNGER(table.padded(), table.K, s1.dim, s2, sp.max_len)
+    E = rng.normal(size=(n, s1.dim)).astype(np.float32)
+    table = codes.hierarchical_kmeans(E, cfg.codes.K, 0)
+    model = UNGER(table, s1.dim, s2, sp.max_len, E)
     opt = torch.optim.Adam(model.parameters())
-    E = torch.randn(n, s1.dim)
+    E = torch.from_numpy(E)
     t0 = time.perf_counter()
     for b in range(a.batches):
         idx = rng.integers(len(sp.train), size=s2.batch_size)
         tgt = torch.from_numpy(sp.train.target[idx])
-        logits, code, dis = model(torch.from_numpy(sp.train.history[idx]), tgt)
         neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives))
-        sim = torch.cat([(dis * E[tgt]).sum(1, keepdim=True), dis @ E[neg].T], 1)
-        loss = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1) + \
-            F.cross_entropy(sim, torch.zeros(len(idx), dtype=torch.long))
+        loss = model.loss(torch.from_numpy(trim(sp.train.history[idx])), tgt, E, neg)["loss"]  # Eq. 8
         opt.zero_grad(); loss.backward(); opt.step()
     t2 = (time.perf_counter() - t0) / a.batches * int(np.ceil(len(sp.train) / s2.batch_size))
     model.eval()

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ungerlib import config, data, stage1
 
@@ -29,13 +28,8 @@ def step_seconds(sp: data.Splits, s1: config.Stage1Config, n_negatives: int, bat
         idx = rng.integers(len(sp.train), size=batch)
         hist, tgt = stage1._pad(sp.train.history[idx], n), torch.from_numpy(sp.train.target[idx])
         t0 = time.perf_counter()
-        enc = din.encode(hist)
-        if n_negatives:
-            neg = torch.from_numpy(rng.integers(n, size=n_negatives))
-            logits = torch.cat([din.score(enc, tgt[:, None]), din.score(enc, neg)], 1)
-            loss = F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long))
-        else:
-            loss = F.cross_entropy(din.score(enc, torch.arange(n)), tgt)
+        neg = torch.from_numpy(rng.integers(n, size=n_negatives)) if n_negatives else None
+        loss = din.seq_loss(hist, tgt, neg)  # the training loss itself (Eq. 4)
         opt.zero_grad(); loss.backward(); opt.step()
         times.append(time.perf_counter() - t0)
     return float(np.median(times[1:])) / batch

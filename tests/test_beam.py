@@ -1,25 +1,36 @@
-"""The fast beam search (batched, cached) against a plain per-user reference and brute force."""
+"""The fast beam search (batched, cached) against a plain per-user reference and brute force, for
+every decoder variant."""
 import numpy as np
 import pytest
 import torch
 
 from ungerlib import codes, config
-from ungerlib.beam import beam_search, recommend
+from ungerlib.beam import beam_search, recommend, recommend_both
 from ungerlib.stage2 import UNGER
+
+VARIANTS = {
+    "level": {},
+    "level, valid children": {"valid_children": True},
+    "node, item history": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "item"},
+    "node, both, stage1 init": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
+                                "init": "stage1"},
+}
 
 
 def reference_beam(model, hist: np.ndarray, table, beam: int) -> tuple[list[int], list[float]]:
-    """Obviously right: no cache, recompute the whole prefix for every beam at every step."""
-    mem, mask = model.encode(torch.from_numpy(hist[None]))
+    """Obviously right: one beam at a time, each prefix decoded again from <BOS> for every step."""
+
+    def next_logp(toks: tuple[int, ...]) -> torch.Tensor:
+        st, logits = model.decode_start(torch.from_numpy(hist[None]))
+        for t in toks:
+            logits = model.decode_step(st, torch.zeros(1, dtype=torch.long), torch.tensor([t]))
+        return torch.log_softmax(logits.double(), -1)[0]
+
     live, done = [((), 0.0, 0)], []
-    for level in range(table.max_len):
+    for _ in range(table.max_len):
         cands = []
         for toks, score, node in live:
-            x = model.dec_tok.weight[model.BOS][None, None] + model.dec_pos[0]
-            if toks:
-                t = torch.tensor([toks])
-                x = torch.cat([x, model.embed_codes(t, 0) + model.dec_pos[1:len(toks) + 1]], 1)
-            logp = torch.log_softmax(model.logits(model.decode(x, mem, mask)[:, -1], level).double(), -1)[0]
+            logp = next_logp(toks)
             for k in range(table.K):
                 child = table.next_node[node, k]
                 if child >= 0:
@@ -43,16 +54,23 @@ def teacher_forced_logprob(model, hist: np.ndarray, table) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
+def base():
     rng = np.random.default_rng(0)
     emb = np.concatenate([rng.normal(size=(40, 8)), rng.normal(size=(20, 8)) * 0.01 + 3])  # uneven -> mixed lengths
     table = codes.hierarchical_kmeans(emb, K=4, seed=0)
     assert len(set(table.lengths.tolist())) > 1, "want variable-length codes"
-    s2 = config.profile("smoke").stage2
-    model = UNGER(table.padded(), table.K, 8, s2, max_hist=6).eval()
     hist = rng.integers(-1, len(table), size=(5, 6))
     hist[:, -1] = rng.integers(len(table), size=5)
+    return table, emb.astype(np.float32), hist
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS), ids=list(VARIANTS))
+def setup(request, base):
+    table, emb, hist = base
+    torch.manual_seed(0)
+    s2 = config.profile("smoke").stage2
+    s2 = config.from_dict(config.Stage2Config, {**config.to_dict(s2), **VARIANTS[request.param]})
+    model = UNGER(table, emb.shape[1], s2, max_hist=6, init=emb).eval()
     return model, table, hist
 
 
@@ -77,6 +95,8 @@ def test_wide_beam_returns_every_item_ranked_by_exact_logprob(setup):
             assert sorted(ranked[r].tolist()) == list(range(len(table)))  # every item once, all valid
             assert np.allclose(scores[r], exact[ranked[r]], atol=1e-6)
             assert np.all(np.diff(scores[r]) <= 1e-12)
+            if model.s2.valid_children:  # a proper distribution over the items
+                assert np.isclose(np.exp(exact).sum(), 1.0, atol=1e-6)
 
 
 def test_no_duplicates_valid_items_and_history_exclusion(setup):
@@ -93,3 +113,23 @@ def test_no_duplicates_valid_items_and_history_exclusion(setup):
         assert excl[r][:len(kept)].tolist() == kept
     with pytest.raises(ValueError, match="beam and topk must be positive"):
         recommend(model, hist, table, beam=0)
+
+
+def test_exclusion_drops_the_whole_history_not_just_the_window(setup):
+    """An item older than the model's input window is still excluded when the caller says so."""
+    model, table, hist = setup
+    with torch.no_grad():
+        ranked, _ = recommend(model, hist, table, beam=30, topk=10)
+        old = ranked[:, :1].copy()  # pretend each user's current top item was bought long ago
+        seen = np.concatenate([hist, old], 1)
+        (_, _), (excl, _) = recommend_both(model, hist, table, beam=30, topk=10, exclude=seen)
+    for r in range(len(hist)):
+        assert old[r, 0] not in excl[r]
+
+
+def test_results_do_not_depend_on_batching(setup):
+    model, table, hist = setup
+    with torch.no_grad():
+        a, sa = recommend(model, hist, table, beam=10, topk=10, batch_size=2)
+        b, sb = recommend(model, hist, table, beam=10, topk=10, batch_size=64)
+    assert np.array_equal(a, b) and np.allclose(sa, sb, atol=1e-9)

@@ -97,6 +97,35 @@ def test_code_changes_change_the_key(monkeypatch):
     assert real("stage2") != real("codes") != real("stage1")
 
 
-def test_unimplemented_option_is_a_clear_error():
-    with pytest.raises(ConfigError, match="history_tokens='code' is not implemented"):
-        config.profile("cpu", stage2={"history_tokens": "code"})
+def _edited(monkeypatch, module: str, text: str) -> None:
+    real = config._source
+    monkeypatch.setattr(config, "_source", lambda m: real(m) + (text if m == module else ""))
+
+
+@pytest.mark.parametrize("module", ["beam", "metrics", "train"])
+def test_editing_a_module_the_stage2_code_reaches_changes_its_key(monkeypatch, module):
+    """beam.py and metrics.py pick Stage II's best epoch, train.py runs it: all are in its key."""
+    cfg = config.profile("smoke")
+    before = store.config_hash(config.artefact_key(cfg, "stage2"))
+    _edited(monkeypatch, module, "\nBEAM_WIDTH_FUDGE = 2\n")
+    assert store.config_hash(config.artefact_key(cfg, "stage2")) != before
+
+
+def test_docstrings_comments_and_neutral_modules_do_not_change_keys(monkeypatch):
+    cfg = config.profile("smoke")
+    before = {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
+    _edited(monkeypatch, "beam", "\n# a comment\n\n\ndef f():\n    \"\"\"A docstring.\"\"\"\n")
+    after_doc = {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
+    monkeypatch.undo()
+    _edited(monkeypatch, "beam", "\ndef f():\n    pass\n")  # the same function, no docstring
+    assert after_doc == {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
+    assert after_doc["stage1"] == before["stage1"]  # Stage I does not reach beam.py
+    for m in config.NEUTRAL_MODULES:
+        assert m not in config.module_closure("stage2")
+
+
+def test_stage1_key_leaves_out_the_integrated_choice():
+    cfg = config.profile("smoke")
+    other = cfg.replace(stage1={"integrated": "sum"})
+    assert config.artefact_key(cfg, "stage1") == config.artefact_key(other, "stage1")
+    assert config.artefact_key(cfg, "codes") != config.artefact_key(other, "codes")

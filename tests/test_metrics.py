@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score
 
-from ungerlib import metrics
+from ungerlib import metrics, significance
 
 
 def test_against_sklearn_ndcg_and_a_plain_recall():
@@ -44,8 +44,8 @@ def test_paired_test_detects_a_real_difference():
     rng = np.random.default_rng(1)
     a = rng.random(500) < 0.3
     b = a & (rng.random(500) < 0.5)
-    assert metrics.paired_test(a, b)["t_pvalue"] < 1e-6
-    assert metrics.paired_test(a, a)["wilcoxon_pvalue"] == 1.0
+    assert significance.paired_test(a, b)["t_pvalue"] < 1e-6
+    assert significance.paired_test(a, a)["wilcoxon_pvalue"] == 1.0
 
 
 def test_next_item_knn_matches_a_hand_computed_case():

@@ -5,6 +5,9 @@ import torch
 from ungerlib import codes, config, data, stage2
 from ungerlib.beam import recommend
 from ungerlib.metrics import rank_metrics
+from ungerlib.train import shuffled_batches
+
+NEW = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1", "bucket": 4}
 
 
 @pytest.fixture(scope="module")
@@ -18,21 +21,25 @@ def world():
     return cfg, splits, codes.hierarchical_kmeans(emb, K=8, seed=0), emb
 
 
-def test_learns_planted_structure_far_above_popularity(world):
-    cfg, splits, table, emb = world
-    model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8}), progress=False)
+def _popularity(splits):
     pop = np.argsort(-np.bincount(splits.train.target, minlength=splits.n_items))[:20]
-    popular = rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
+    return rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
+
+
+@pytest.mark.parametrize("variant", [{}, NEW], ids=["paper-literal", "node+item+init"])
+def test_learns_planted_structure_far_above_popularity(world, variant):
+    cfg, splits, table, emb = world
+    model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8, **variant}), progress=False)
     ranked, _ = recommend(model, splits.test.history, table, beam=20, topk=20)
     ours = rank_metrics(ranked, splits.test.target)
-    assert ours["recall@10"] > 2 * popular["recall@10"]
+    assert ours["recall@10"] > 2 * _popularity(splits)["recall@10"]
     assert hist[-1]["loss_gen"] < hist[0]["loss_gen"] and hist[-1]["loss_ikd"] < hist[0]["loss_ikd"]
     assert all(0 <= h["valid_ndcg@20"] <= h["valid_recall@20"] <= 1 for h in hist)
 
 
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
     cfg, splits, table, emb = world
-    cfg = cfg.replace(stage2={"epochs": 3, "patience": 99})
+    cfg = cfg.replace(stage2={"epochs": 3, "patience": 99, **NEW})
     _, full = stage2.train_stage2(splits, table, emb, cfg, progress=False)
 
     def kill(epoch):
@@ -48,6 +55,13 @@ def test_killed_run_resumes_to_the_same_result(world, tmp_path):
         assert same == pytest.approx({k: b[k] for k in same}, abs=1e-6)
 
 
+def test_corrupt_checkpoint_names_the_file(world, tmp_path):
+    cfg, splits, table, emb = world
+    (tmp_path / "stage2.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"checkpoint .*stage2.pt cannot be read"):
+        stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 1}), work_dir=tmp_path, progress=False)
+
+
 def test_ikd_switch_and_bad_input(world):
     cfg, splits, table, emb = world
     _, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 1, "ikd": False}), progress=False)
@@ -56,3 +70,56 @@ def test_ikd_switch_and_bad_input(world):
         stage2.train_stage2(splits, codes.random_codes(10, 8), emb, cfg, progress=False)
     with pytest.raises(ValueError, match="integrated embeddings have shape"):
         stage2.train_stage2(splits, table, emb[:5], cfg, progress=False)
+    with pytest.raises(config.ConfigError, match="needs stage2.valid_children=True"):
+        cfg.replace(stage2={"decoder_tokens": "node"})
+
+
+@pytest.mark.parametrize("variant", [{}, NEW], ids=["paper-literal", "node+item+init"])
+def test_trimming_padding_is_the_same_math(world, variant):
+    """A batch trimmed to its longest history gives the same loss terms as the 20-wide one."""
+    cfg, splits, table, emb = world
+    s2 = cfg.replace(stage2=variant).stage2
+    model = stage2.build_model(table, emb, s2, splits.max_len, 0).eval()
+    idx = np.argsort(splits.train.lengths)[:64]  # short histories: lots of padding
+    full = torch.from_numpy(splits.train.history[idx])
+    short = torch.from_numpy(stage2.trim(splits.train.history[idx]))
+    assert short.shape[1] < full.shape[1]
+    tgt, E, neg = torch.from_numpy(splits.train.target[idx]), torch.from_numpy(emb), torch.arange(5)
+    with torch.no_grad():
+        a, b = model.loss(full, tgt, E, neg), model.loss(short, tgt, E, neg)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_valid_children_put_no_mass_on_codes_that_do_not_exist(world):
+    cfg, splits, _, emb = world
+    table = codes.hierarchical_kmeans(emb, K=16, seed=0)  # 240 items: first-level clusters have < 16 children
+    model = stage2.build_model(table, emb, cfg.replace(stage2={"valid_children": True}).stage2, splits.max_len, 0)
+    with torch.no_grad():
+        logits, code, _ = model(torch.from_numpy(splits.train.history[:16]), torch.from_numpy(splits.train.target[:16]))
+    prefix = model.path[torch.from_numpy(splits.train.target[:16]), 0]  # level-2 rows: prefix = the first-level node
+    missing = model.next_node[prefix] < 0
+    assert missing.any() and torch.isinf(logits[:, 1][missing]).all() and torch.isfinite(logits[:, 1][~missing]).all()
+
+
+def test_stage1_init_puts_items_where_stage1_had_them(world):
+    """With init='stage1' item embeddings start as the (projected) Stage I vectors: same neighbours."""
+    cfg, splits, table, emb = world
+    s2 = cfg.replace(stage2=NEW).stage2
+    model = stage2.build_model(table, emb, s2, splits.max_len, 0)
+    vec = model.node_emb[model.leaf].detach().numpy()
+    cos = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    a, b = cos(vec - vec.mean(0)), cos(emb - emb.mean(0))
+    np.fill_diagonal(a, -2), np.fill_diagonal(b, -2)
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.95
+
+
+def test_bucketed_batches_cover_every_example_once_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 21, size=1000)
+    plain = shuffled_batches(1000, 64, np.random.default_rng(1))
+    bucketed = shuffled_batches(1000, 64, np.random.default_rng(1), lengths, bucket=4)
+    for batches in (plain, bucketed):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    width = lambda bs: sum(len(b) * lengths[b].max() for b in bs)
+    assert width(bucketed) < 0.75 * width(plain)

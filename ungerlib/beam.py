@@ -1,11 +1,11 @@
-"""Trie-constrained beam search over unicodes (paper 3.5), batched with a decoder cache.
+"""Trie-constrained beam search over unicodes (paper 3.5), batched, on the model's incremental decoder.
 
 Every step expands only children that exist in the code trie (``CodeTable.next_node``), so
 each finished beam is a real item and no item can appear twice. Among all expansions of all
 live beams, the ``beam`` best by total log-probability survive; those that reach a leaf leave
 the beam as finished items (codes may differ in length). The ranking is the finished items
-sorted by log-probability. Keys/values of the decoder are cached: each step feeds one token, and
-a user's beams attend to its encoder memory together (the memory is never copied per beam).
+sorted by log-probability. The model's :meth:`~ungerlib.stage2.UNGER.decode_step` caches keys and
+values, so each step feeds one token, and a user's beams attend to its encoder memory together.
 """
 from __future__ import annotations
 
@@ -13,26 +13,22 @@ import numpy as np
 import torch
 
 from .codes import CodeTable
+from .data import PAD
 
 
 @torch.no_grad()
 def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """hist [B, L] -> per user: finished item ids and their log-probs (unsorted)."""
     B, dev = hist.shape[0], hist.device
-    nxt = torch.from_numpy(table.next_node).long().to(dev)
     node_item = torch.from_numpy(table.node_item).to(dev)
-    mem, mask = model.encode(hist)
-    caches = [{} for _ in model.decoder]
-    x = model.dec_tok.weight[model.BOS].expand(B, 1, -1) + model.dec_pos[0]
-    h = model.decode(x, mem, mask, caches)[:, -1]  # [B, d]
+    st, logits = model.decode_start(hist)
     score = torch.zeros(B, 1, dtype=torch.float64, device=dev)
-    node = torch.zeros(B, 1, dtype=torch.long, device=dev)
     items: list[list[torch.Tensor]] = [[] for _ in range(B)]
     scores: list[list[torch.Tensor]] = [[] for _ in range(B)]
-    for level in range(table.max_len):
+    for _ in range(table.max_len):
         W = score.shape[1]
-        logp = torch.log_softmax(model.logits(h, level).double(), -1).view(B, W, -1)  # [B, W, K]
-        child = nxt[node]  # [B, W, K]
+        logp = torch.log_softmax(logits.double(), -1).view(B, W, -1)  # [B, W, K]
+        child = model.next_node[st.node].view(B, W, -1)  # [B, W, K]
         cand = torch.where(child >= 0, score[..., None] + logp, -torch.inf).view(B, -1)
         new_score, flat = cand.topk(min(beam, cand.shape[1]), dim=1)  # [B, W']
         parent, tok = flat // table.K, flat % table.K
@@ -46,54 +42,64 @@ def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple
         if not alive.any():
             break
         score = torch.where(alive, new_score, -torch.inf)
-        node = torch.where(alive, new_node, 0)
         rows = (torch.arange(B, device=dev)[:, None] * W + parent).flatten()  # each new beam's parent row
-        for c in caches:  # self-attention caches follow their beams; the memory stays per user
-            c["k"], c["v"] = c["k"][rows], c["v"][rows]
-        x = (model.embed_codes(tok.view(-1, 1), level) + model.dec_pos[level + 1])
-        h = model.decode(x, mem, mask, caches)[:, -1]
+        logits = model.decode_step(st, rows, tok.flatten())
     out_i = [torch.cat(i).cpu().numpy() if i else np.zeros(0, np.int64) for i in items]
     out_s = [torch.cat(s).cpu().numpy() if s else np.zeros(0) for s in scores]
     return out_i, out_s
 
 
 def recommend(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
-              exclude_history: bool = False, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+              exclude_history: bool = False, batch_size: int = 256,
+              exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``topk`` items per user [N, topk] (-1 pads) and their log-probs, best first.
 
-    With ``exclude_history`` the user's history items are dropped from the beam's results and
-    the next ones move up (a beam of at least topk + history length keeps the list full).
+    With ``exclude_history`` the items in ``exclude`` [N, S] (PAD = -1; default: ``histories``) are
+    dropped from the beam's results and the next ones move up (a beam of at least topk + history
+    length keeps the list full). Pass a split's ``Examples.exclude`` to drop the whole history, not
+    just the model's input window.
     """
-    return _rankings(model, histories, table, beam, topk, batch_size, (exclude_history,))[0]
+    return _rankings(model, histories, table, beam, topk, batch_size,
+                     (exclude_history,), histories if exclude is None else exclude)[0]
 
 
 def recommend_both(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
-                   batch_size: int = 256) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+                   batch_size: int = 256, exclude: np.ndarray | None = None
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """One beam search, two rankings: ``(all_items, all_scores), (excl_items, excl_scores)``.
 
-    The second drops the user's history items (see :func:`recommend`); both come from the same
+    The second drops the items in ``exclude`` (see :func:`recommend`); both come from the same
     finished beams, so evaluating both costs one search.
     """
-    all_, excl = _rankings(model, histories, table, beam, topk, batch_size, (False, True))
+    all_, excl = _rankings(model, histories, table, beam, topk, batch_size, (False, True),
+                           histories if exclude is None else exclude)
     return all_, excl
 
 
 def _rankings(model, histories: np.ndarray, table: CodeTable, beam: int, topk: int, batch_size: int,
-              excludes: tuple[bool, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """One beam search; per entry of ``excludes``, top-``topk`` (items, log-probs) with or without history."""
+              excludes: tuple[bool, ...], exclude: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One beam search; per entry of ``excludes``, top-``topk`` (items, log-probs) without / with the
+    ``exclude`` items. Users are batched by history length and each batch is trimmed to its longest
+    history (padding is masked, so results do not depend on the batching)."""
     if beam < 1 or topk < 1:
         raise ValueError(f"beam and topk must be positive, got beam={beam}, topk={topk}")
+    if len(exclude) != len(histories):
+        raise ValueError(f"exclude has {len(exclude)} rows for {len(histories)} histories")
     model.eval()
+    dev = next(model.parameters()).device
     N = len(histories)
     out = [(np.full((N, topk), -1, dtype=np.int64), np.full((N, topk), -np.inf)) for _ in excludes]
+    by_length = np.argsort((histories != PAD).sum(1), kind="stable")
     for s in range(0, N, batch_size):
-        hist = histories[s:s + batch_size]
-        its, scs = beam_search(model, torch.from_numpy(hist).to(next(model.parameters()).device), table, beam)
-        for r, (i, sc) in enumerate(zip(its, scs)):
+        users = by_length[s:s + batch_size]
+        hist = histories[users]
+        longest = max(int((hist != PAD).sum(1).max()), 1)
+        its, scs = beam_search(model, torch.from_numpy(hist[:, -longest:]).to(dev), table, beam)
+        for u, i, sc in zip(users, its, scs):
             order = np.argsort(-sc, kind="stable")
             i, sc = i[order], sc[order]
             for excl, (out_i, out_s) in zip(excludes, out):
-                keep = ~np.isin(i, hist[r]) if excl else slice(None)
+                keep = ~np.isin(i, exclude[u]) if excl else slice(None)
                 ki, ks = i[keep][:topk], sc[keep][:topk]
-                out_i[s + r, :len(ki)], out_s[s + r, :len(ks)] = ki, ks
+                out_i[u, :len(ki)], out_s[u, :len(ks)] = ki, ks
     return out

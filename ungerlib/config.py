@@ -75,9 +75,15 @@ class Stage1Config:
     batch_size: int = 256
     lr: float = 1e-3
     warmup_steps: int = 200
+    lr_decay: Literal["none", "cosine"] = "none"  # after warm-up
     weight_decay: float = 0.0
+    clip_norm: float = 0.0  # gradient-norm clipping (0 = none)
     patience: int = 3  # early stopping on validation
     eval_users: int = 0  # validation users scored per epoch, a fixed seeded subset (0 = all)
+
+    def effective_alpha(self) -> float:
+        """The weight of L_align training uses: 0 for the DIN-alone Table 5 rows (collab, concat)."""
+        return 0.0 if self.variant in ("collab", "concat") else self.alpha
 
 
 @dataclass
@@ -103,17 +109,34 @@ class Stage2Config:
     n_heads: int = 4
     d_ff: int = 512
     dropout: float = 0.1
-    history_tokens: Literal["item", "code"] = "item"  # one token per history item, or one per code token
+    # What one history item is to the encoder (one token per item either way): the sum of its
+    # per-level code-token embeddings ("codes"), its own item embedding ("item"), or both summed.
+    history_tokens: Literal["codes", "item", "both"] = "codes"
+    # Decoder token embeddings and output layer: one table and head per code level, shared by all
+    # prefixes ("level"), or one embedding per trie node, tied with the output ("node").
+    decoder_tokens: Literal["level", "node"] = "level"
+    # Normalise the loss and the beam's softmax over the prefix's existing children only
+    # (required by decoder_tokens="node", which has no embedding for a missing child).
+    valid_children: bool = False
+    # Item and trie-node embeddings: random, or from the Stage I integrated embeddings (PCA to
+    # d_model when wider; a node gets the mean of its items).
+    init: Literal["random", "stage1"] = "random"
     ikd: bool = True  # intra-modality knowledge distillation (Eq. 7)
     beta: float = 1.0  # weight of L_distillation (Eq. 8)
     ikd_negatives: int = 256
+    ikd_sim: Literal["dot", "cosine"] = "dot"  # c_dis . E / tau, or cos(c_dis, E) / tau (EAGER)
     ikd_tau: float = 1.0
     epochs: int = 30
     batch_size: int = 256
+    # Training batches hold histories of similar length: the epoch's permutation is cut into
+    # chunks of this many batches, each sorted by length (0 = plain shuffled batches). Every batch
+    # is trimmed to its longest history either way (the same math as padding to max_len).
+    bucket: int = 0
     lr: float = 1e-3
     warmup_steps: int = 500
     lr_decay: Literal["none", "cosine"] = "cosine"
     weight_decay: float = 0.0
+    clip_norm: float = 1.0  # gradient-norm clipping (0 = none)
     patience: int = 5  # early stopping on validation NDCG@20
     eval_beam: int = 20  # beam used for per-epoch validation
 
@@ -155,12 +178,21 @@ class RunConfig:
 # Stage order: each stage's artefact depends on its own section and those before it.
 STAGES = ("data", "semantic", "stage1", "codes", "stage2", "eval")
 
+# The module whose code builds each artefact kind. Its key covers that module and every ungerlib
+# module it reaches through imports (see :func:`source_hash`).
+KIND_MODULE = {"data": "data", "semantic": "semantic", "stage1": "stage1", "codes": "codes",
+               "stage2": "stage2", "eval": "stage2"}
+# Modules left out of every code hash: their effect on an artefact enters the key as values
+# (config: the settings themselves) or they only move bytes (store: atomic writes, provenance;
+# runtime: threads, progress lines). Editing them must not retrain anything.
+NEUTRAL_MODULES = frozenset({"config", "store", "runtime"})
+
 
 def upstream(cfg: RunConfig, stage: str) -> dict[str, Any]:
     """Everything that determines the artefact of ``stage``: seed plus this and earlier sections.
 
     >>> sorted(upstream(RunConfig(), "semantic"))
-    ['data', 'seed', 'semantic']
+    ['code_hash', 'data', 'data_hash', 'semantic']
     """
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; known: {STAGES}")
@@ -178,21 +210,91 @@ def upstream(cfg: RunConfig, stage: str) -> dict[str, Any]:
     return out
 
 
-# the modules whose code shapes each stage's artefact
-_STAGE_MODULES = {"data": ["data"], "semantic": ["semantic"], "stage1": ["stage1"], "codes": ["codes"],
-                  "stage2": ["stage2"], "eval": ["beam", "metrics"]}
+def artefact_key(cfg: RunConfig, kind: str) -> dict[str, Any]:
+    """The key of artefact ``kind`` (a :data:`KIND_MODULE` name) for ``cfg``: :func:`upstream`, except
+    that Stage I's key holds what its training uses: it leaves out ``stage1.integrated`` and the
+    ``concat`` / ``collab`` distinction (both train DIN alone; the integrated vector is derived on
+    load, so comparing choices never retrains; the codes and everything after them are keyed by it)."""
+    if kind not in KIND_MODULE:
+        raise ConfigError(f"unknown artefact kind {kind!r}; known: {sorted(KIND_MODULE)}")
+    key = upstream(cfg, kind)
+    if kind == "stage1":
+        key["stage1"] = {k: v for k, v in key["stage1"].items() if k != "integrated"}
+        if cfg.stage1.variant in ("collab", "concat"):  # the same training: DIN alone (concat adds PCA on load)
+            key["stage1"].update(variant="collab", alpha=cfg.stage1.effective_alpha())
+    return key
+
+
+def module_closure(module: str) -> list[str]:
+    """``module`` and every ``ungerlib`` module it imports, directly or not, at any depth (function-level
+    imports included), minus :data:`NEUTRAL_MODULES`; sorted.
+
+    >>> "metrics" in module_closure("stage2") and "beam" in module_closure("stage2")
+    True
+    """
+    return sorted(_closure(module) - NEUTRAL_MODULES)
+
+
+def _imports(module: str) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(_source(module))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:  # from .x import y
+                names.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x, y
+                names.update(a.name for a in node.names)
+            elif node.level == 0 and node.module and node.module.split(".")[0] == "ungerlib":
+                parts = node.module.split(".")
+                names.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("ungerlib."))
+    return {n for n in names if _path(n).exists()}
+
+
+def _closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(_imports(m) - seen)
+    return seen
+
+
+def _path(module: str) -> "Path":
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / f"{module}.py"
+
+
+def _source(module: str) -> str:
+    return _path(module).read_text(encoding="utf-8")
+
+
+def _normalised(module: str) -> str:
+    """The module's AST without docstrings: comments, docstrings and layout do not change a hash."""
+    import ast
+
+    tree = ast.parse(_source(module))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def source_hash(stage: str) -> str:
-    """Hash of the source of every module upstream of ``stage`` (a code change is a new artefact)."""
+    """Hash of the code behind artefact ``stage``: the normalised source of every module in
+    :func:`module_closure` of its :data:`KIND_MODULE` (a code change is a new artefact)."""
     import hashlib
-    from pathlib import Path
 
-    here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for s in STAGES[: STAGES.index(stage) + 1]:
-        for m in _STAGE_MODULES[s]:
-            h.update((here / f"{m}.py").read_bytes())
+    for m in module_closure(KIND_MODULE[stage]):
+        h.update(m.encode() + b"\0" + _normalised(m).encode() + b"\0")
     return h.hexdigest()[:12]
 
 
@@ -235,8 +337,9 @@ def _validate(obj: Any) -> None:
         raise ConfigError(f"codes.K must be at least 2, got {obj.K}")
     if isinstance(obj, DataConfig) and obj.max_len < 1:
         raise ConfigError(f"data.max_len must be positive, got {obj.max_len}")
-    if isinstance(obj, Stage2Config) and obj.history_tokens != "item":
-        raise ConfigError(f"stage2.history_tokens={obj.history_tokens!r} is not implemented yet; use 'item'")
+    if isinstance(obj, Stage2Config) and obj.decoder_tokens == "node" and not obj.valid_children:
+        raise ConfigError("stage2.decoder_tokens='node' needs stage2.valid_children=True (a tied output "
+                          "layer has no embedding for a child that does not exist)")
     if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
         raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
 

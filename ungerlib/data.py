@@ -3,23 +3,28 @@
 Two ways in:
 
 * the *prepared* format, one folder per data set (``sequences.tsv.gz``: ``user_id<TAB>item ids``
-  oldest first; ``items.jsonl.gz``: one JSON object per item id). The repo ships the three
-  benchmark folders in ``data/amazon2014/`` (provenance in each ``SOURCE.md``); ``$UNGER_DATA``
-  or ``DataConfig.root`` points elsewhere.
+  oldest first; ``items.jsonl.gz``: one JSON object per item id). The package ships the three
+  benchmark folders as package data in ``ungerlib/bundled/amazon2014/`` (provenance in each
+  ``SOURCE.md``), so a wheel or ``pip install git+...`` finds them too; ``$UNGER_DATA`` or
+  ``DataConfig.root`` points elsewhere.
 * the *raw* McAuley files (:func:`prepare_from_raw`), for users who rebuild from scratch.
 
 Leave-one-out follows the paper (4.1): last item = test, second last = validation, the rest =
 training where every prefix is one example; histories keep the last ``max_len`` (20) items.
+Validation and test examples also carry ``seen``: every item the user had before the target, not
+capped, which is what a "history excluded" ranking must drop.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
 import functools
 import gzip
 import io
 import json
 import os
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +33,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from .config import DataConfig, RunConfig
-from .store import REPO_ROOT, atomic_write_bytes, file_sha256
+from .store import atomic_write_bytes, file_sha256
 
 PAD = -1
-BUNDLED_ROOT = REPO_ROOT / "data" / "amazon2014"
+BUNDLED_ROOT = Path(__file__).resolve().parent / "bundled" / "amazon2014"
 
 # Official download locations of the raw Amazon 2014 (McAuley) files.
 RAW_BASE = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/"
@@ -94,6 +99,18 @@ def data_root(cfg: DataConfig) -> Path:
     return Path(cfg.root or os.environ.get("UNGER_DATA") or BUNDLED_ROOT)
 
 
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn a damaged file's low-level error (truncated gzip, bad bytes) into a DataError naming it."""
+    try:
+        yield
+    except (EOFError, OSError, UnicodeDecodeError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: cannot read the file ({type(e).__name__}: {e}); it is truncated or "
+                        "corrupt, restore it from the repository or rebuild it") from None
+
+
 def read_prepared(folder: str | Path, name: str | None = None) -> Dataset:
     """Read ``sequences.tsv.gz`` + ``items.jsonl.gz`` from ``folder``, checking every line."""
     folder = Path(folder)
@@ -103,7 +120,7 @@ def read_prepared(folder: str | Path, name: str | None = None) -> Dataset:
             raise DataError(f"missing data file {p}; expected the prepared format "
                             "(sequences.tsv.gz + items.jsonl.gz), see ungerlib.data")
     items: list[dict[str, Any]] = []
-    with gzip.open(items_path, "rt", encoding="utf-8") as f:
+    with _reading(items_path), gzip.open(items_path, "rt", encoding="utf-8") as f:
         for ln, line in enumerate(f, 1):
             try:
                 item = json.loads(line)
@@ -114,7 +131,7 @@ def read_prepared(folder: str | Path, name: str | None = None) -> Dataset:
                                 "(items must be listed in id order 0..n-1)")
             items.append(item)
     sequences: list[np.ndarray] = []
-    with gzip.open(seq_path, "rt", encoding="utf-8") as f:
+    with _reading(seq_path), gzip.open(seq_path, "rt", encoding="utf-8") as f:
         header = f.readline().rstrip("\n")
         if header != "user_id\titem_ids":
             raise DataError(f"{seq_path}:1: header {header!r}, expected 'user_id\\titem_ids'")
@@ -148,6 +165,16 @@ def write_prepared(ds: Dataset, folder: str | Path) -> None:
         atomic_write_bytes(folder / name, buf.getvalue())
 
 
+def dataset_folder(cfg: DataConfig) -> Path:
+    """The prepared folder of ``cfg.dataset``; a DataError naming the known data sets if there is none."""
+    folder = data_root(cfg) / cfg.dataset
+    if not folder.is_dir():
+        known = sorted({"synthetic", *(q.parent.name for q in data_root(cfg).glob("*/sequences.tsv.gz"))})
+        raise DataError(f"no data set {cfg.dataset!r} at {folder} (known: {', '.join(known)}; set "
+                        "DataConfig.root or $UNGER_DATA to another folder)")
+    return folder
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
     """The data set ``cfg.dataset``: ``synthetic`` or a prepared folder under :func:`data_root`.
 
@@ -156,10 +183,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     """
     if cfg.dataset == "synthetic":
         return make_synthetic(cfg)
-    folder = data_root(cfg) / cfg.dataset
-    if not folder.is_dir():
-        raise DataError(f"no data set {cfg.dataset!r} at {folder} (known: synthetic, Beauty, Sports, "
-                        "Toys; set DataConfig.root or $UNGER_DATA to another folder)")
+    folder = dataset_folder(cfg)
     ds = read_prepared(folder, cfg.dataset)
     known = KNOWN_SHA256.get(cfg.dataset)
     if folder.resolve() == (BUNDLED_ROOT / cfg.dataset).resolve() and known and all(known.values()):
@@ -175,11 +199,14 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 @dataclass
 class Examples:
     """(history, target) pairs. ``history`` [N, max_len] is right-aligned: most recent item last,
-    left-padded with PAD (-1)."""
+    left-padded with PAD (-1). ``seen`` [N, S] (validation and test only, else None) holds every
+    item the user had before the target, PAD-filled: the whole history, not just the model's
+    ``max_len`` window, so a "history excluded" ranking drops all of it."""
 
     user: np.ndarray
     history: np.ndarray
     target: np.ndarray
+    seen: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -188,8 +215,14 @@ class Examples:
     def lengths(self) -> np.ndarray:
         return (self.history != PAD).sum(1)
 
+    @property
+    def exclude(self) -> np.ndarray:
+        """What a history-excluded ranking drops: ``seen`` where known, else ``history``."""
+        return self.history if self.seen is None else self.seen
+
     def subset(self, idx: np.ndarray | slice) -> "Examples":
-        return Examples(self.user[idx], self.history[idx], self.target[idx])
+        return Examples(self.user[idx], self.history[idx], self.target[idx],
+                        None if self.seen is None else self.seen[idx])
 
 
 @dataclass
@@ -228,8 +261,11 @@ def leave_one_out(ds: Dataset, max_len: int = 20) -> Splits:
     seqs = ds.sequences
     users_a = np.array(users, dtype=np.int64)
     train = Examples(np.array(tr_u, dtype=np.int64), _pad_left(tr_h, max_len), np.array(tr_t, dtype=np.int64))
-    valid = Examples(users_a, _pad_left([s[:-2] for s in seqs], max_len), np.array([s[-2] for s in seqs]))
-    test = Examples(users_a, _pad_left([s[:-1] for s in seqs], max_len), np.array([s[-1] for s in seqs]))
+    longest = max(len(s) for s in seqs)
+    valid = Examples(users_a, _pad_left([s[:-2] for s in seqs], max_len), np.array([s[-2] for s in seqs]),
+                     _pad_left([s[:-2] for s in seqs], longest - 2).astype(np.int32))
+    test = Examples(users_a, _pad_left([s[:-1] for s in seqs], max_len), np.array([s[-1] for s in seqs]),
+                    _pad_left([s[:-1] for s in seqs], longest - 1).astype(np.int32))
     return Splits(train, valid, test, ds.n_items, max_len)
 
 
@@ -247,7 +283,7 @@ def content_hash(cfg: DataConfig) -> str:
     """Hash of the files ``cfg`` reads (synthetic data: its generator settings are the content)."""
     if cfg.dataset == "synthetic":
         return "synthetic"
-    folder = data_root(cfg) / cfg.dataset
+    folder = dataset_folder(cfg)
     files = [folder / n for n in ("sequences.tsv.gz", "items.jsonl.gz")]
     if not all(f.is_file() for f in files):
         raise DataError(f"missing data files in {folder} (need sequences.tsv.gz and items.jsonl.gz)")
@@ -287,7 +323,7 @@ def read_raw_interactions(path: str | Path) -> Iterator[tuple[str, str, int]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"missing raw file {path}")
-    with _open_text(path) as f:
+    with _reading(path), _open_text(path) as f:
         if ".csv" in path.name:
             for ln, row in enumerate(csv.reader(f), 1):
                 if len(row) != 4:
@@ -313,7 +349,7 @@ def read_raw_meta(path: str | Path, asins: set[str] | None = None) -> dict[str, 
     if not path.is_file():
         raise DataError(f"missing raw file {path}")
     out: dict[str, dict[str, Any]] = {}
-    with _open_text(path) as f:
+    with _reading(path), _open_text(path) as f:
         for ln, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -33,12 +33,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import config as C
 from .data import PAD, Examples, Splits, get_splits
 from .metrics import rank_metrics
-from .store import atomic_torch_save, cached
+from .store import atomic_write_json, cached
 
 # "collaborative": E_C trained jointly with CKA; "adapted": E_T = MAL(E_S);
 # "sum": l2(E_C) + l2(E_T); "concat": [l2(E_C), l2(E_T)].
@@ -76,11 +75,21 @@ class MAL(nn.Module):
 
 
 class DIN(nn.Module):
-    """DIN with a recency embedding and a dot-product head. Items 0..n-1; index n is padding."""
+    """DIN with a recency embedding and a dot-product head. Items 0..n-1; index n is padding.
 
-    def __init__(self, n_items: int, d: int, attn_hidden: int, dropout: float, max_len: int = 20):
+    With ``semantic`` [n, d_s] (frozen E_S) it also holds the modality adaptation layer ``mal``
+    and :meth:`loss` is the Stage I objective, Eq. 5: ``L_seq + alpha L_align``.
+    """
+
+    def __init__(self, n_items: int, d: int, attn_hidden: int, dropout: float, max_len: int = 20,
+                 semantic: np.ndarray | None = None, s1: C.Stage1Config | None = None):
         super().__init__()
         self.n_items = n_items
+        self.s1 = s1 or C.Stage1Config(dim=d)
+        self.mal = None
+        if semantic is not None:
+            self.register_buffer("e_s", torch.from_numpy(np.asarray(semantic, dtype=np.float32)), persistent=False)
+            self.mal = MAL(semantic.shape[1], d, self.s1.norm)
         self.emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
         nn.init.normal_(self.emb.weight, std=0.05)
         with torch.no_grad():
@@ -129,6 +138,35 @@ class DIN(nn.Module):
         """hist [B, L] item ids (padding = n), cand [B, C] or shared [C] -> scores [B, C]."""
         return self.score(self.encode(hist), cand)
 
+    def seq_loss(self, hist: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor | None) -> torch.Tensor:
+        """L_seq (Eq. 4) for hist [B, L], targets [B]: softmax over the target and the shared negatives
+        ``neg`` [S] (accidental hits masked), or over all items when ``neg`` is None."""
+        if neg is None:
+            return F.cross_entropy(self.interest(hist, torch.arange(self.n_items, device=hist.device)), tgt)
+        enc = self.encode(hist)
+        neg_logits = self.score(enc, neg).masked_fill(neg[None, :] == tgt[:, None], -1e9)
+        logits = torch.cat([self.score(enc, tgt[:, None]), neg_logits], 1)
+        return F.cross_entropy(logits, torch.zeros(len(tgt), dtype=torch.long, device=hist.device))
+
+    def align_loss(self, items: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        """L_align (Eq. 3): in-batch InfoNCE from E_C of ``items`` [U] (distinct) to their MAL(E_S)."""
+        ec, et = self.emb(items), self.mal(self.e_s[items])
+        ec = ec.detach() if detach else ec
+        if self.s1.sim == "cosine":
+            ec, et = F.normalize(ec, dim=-1), F.normalize(et, dim=-1)
+        return F.cross_entropy(ec @ et.T / self.s1.tau, torch.arange(len(items), device=items.device))
+
+    def loss(self, hist: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Eq. 5 over a batch: ``{"loss", "seq", "align"}``. L_align runs over the batch's distinct
+        targets. With alpha = 0 (DIN alone) it still trains the MAL as a probe on a detached E_C, so
+        cross-modal retrieval is measured the same way with and without CKA."""
+        seq = self.seq_loss(hist, tgt, neg)
+        if self.mal is None:
+            return {"loss": seq, "seq": seq}
+        alpha = self.s1.effective_alpha()
+        align = self.align_loss(torch.unique(tgt), detach=alpha == 0)
+        return {"loss": seq + (alpha if alpha > 0 else 1.0) * align, "seq": seq, "align": align}
+
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -166,7 +204,6 @@ def evaluate_din(model: DIN, ex: Examples, ks=(10, 20), batch: int = 64) -> dict
     for s in range(0, len(ex), batch):
         scores = model.interest(_pad(ex.history[s:s + batch], n), cand)
         top.append(scores.topk(max(ks), dim=1).indices.cpu().numpy())
-    model.train()
     return rank_metrics(np.concatenate(top), ex.target, ks)
 
 
@@ -196,8 +233,11 @@ def _check_semantic(semantic: np.ndarray, n_items: int) -> None:
 
 
 def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_dir: Path | None = None,
-                 progress: bool = True) -> Stage1Result:
-    """Train DIN (+ MAL, CKA) on ``splits.train``; select the epoch on validation Recall@20."""
+                 progress: bool = True, after_epoch: Any = None) -> Stage1Result:
+    """Train DIN (+ MAL, CKA) on ``splits.train`` with :func:`ungerlib.train.fit`; select the epoch on
+    validation Recall@20 (a fixed sample of ``stage1.eval_users`` validation users)."""
+    from .train import Schedule, fit, shuffled_batches
+
     s1, n = cfg.stage1, splits.n_items
     if s1.variant not in VARIANTS:
         raise C.ConfigError(f"stage1.variant must be one of {VARIANTS}, got {s1.variant!r}")
@@ -206,135 +246,79 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
     _check_semantic(semantic, n)
     if s1.variant == "semantic":  # frozen E_S, nothing to train
         return Stage1Result(semantic, None, semantic.astype(np.float32))
-    alpha = _alpha(s1)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = DIN(n, s1.dim, s1.attn_hidden, s1.dropout, splits.max_len).to(DEVICE)
-    mal = MAL(semantic.shape[1], s1.dim, s1.norm).to(DEVICE)
-    e_s = torch.from_numpy(semantic.astype(np.float32)).to(DEVICE)
-    params = list(model.parameters()) + list(mal.parameters())
-    opt = torch.optim.Adam(params, lr=s1.lr, weight_decay=s1.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(1, s1.warmup_steps)))
+    model = DIN(n, s1.dim, s1.attn_hidden, s1.dropout, splits.max_len, semantic, s1).to(DEVICE)
     eval_idx = np.arange(len(splits.valid))
     if s1.eval_users and s1.eval_users < len(eval_idx):
         eval_idx = np.sort(np.random.default_rng(cfg.seed).choice(eval_idx, s1.eval_users, replace=False))
-    valid = splits.valid.subset(eval_idx)
-    state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": [], "best_state": None}
-    ckpt = work_dir / "stage1.pt" if work_dir else None
-    if ckpt and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False, map_location=DEVICE)
-        model.load_state_dict(state["model"]), mal.load_state_dict(state["mal"])
-        opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"].cpu())
-    tr = splits.train
-    for epoch in range(state["epoch"], s1.epochs):
-        if state["bad"] >= s1.patience:
-            break
-        order = rng.permutation(len(tr))
-        sums = {"loss_seq": 0.0, "loss_align": 0.0}
-        bar = tqdm(range(0, len(order), s1.batch_size), desc=f"stage1 epoch {epoch + 1}/{s1.epochs}",
-                   disable=not progress, leave=False)
-        for s in bar:
-            idx = order[s:s + s1.batch_size]
-            hist, tgt = _pad(tr.history[idx], n), torch.from_numpy(tr.target[idx]).to(DEVICE)
-            if s1.n_negatives:  # target + shared uniform negatives; mask accidental hits
-                neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives)).to(DEVICE)
-                enc = model.encode(hist)
-                neg_logits = model.score(enc, neg).masked_fill(neg[None, :] == tgt[:, None], -1e9)
-                logits = torch.cat([model.score(enc, tgt[:, None]), neg_logits], 1)
-                loss_seq = F.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long, device=DEVICE))
-            else:
-                loss_seq = F.cross_entropy(model.interest(hist, torch.arange(n, device=DEVICE)), tgt)
-            # Eq. 3 over the batch's unique targets. With alpha = 0 the same loss trains only a
-            # probe MAL (E_C detached), so cross-modal retrieval is comparable with and without CKA.
-            items = torch.unique(tgt)
-            ec, et = model.emb(items), mal(e_s[items])
-            ec = ec if alpha > 0 else ec.detach()
-            if s1.sim == "cosine":
-                ec, et = F.normalize(ec, dim=-1), F.normalize(et, dim=-1)
-            loss_align = F.cross_entropy(ec @ et.T / s1.tau, torch.arange(len(items), device=DEVICE))
-            loss = loss_seq + (alpha if alpha > 0 else 1.0) * loss_align
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            sums["loss_seq"] += loss_seq.item() * len(idx)
-            sums["loss_align"] += loss_align.item() * len(idx)
-            bar.set_postfix(seq=f"{loss_seq.item():.3f}", align=f"{loss_align.item():.3f}")
-        rec = {"epoch": epoch + 1, **{k: v / len(order) for k, v in sums.items()}}
-        rec.update({f"valid_{k}": v for k, v in evaluate_din(model, valid).items()})
-        state["history"].append(rec)
-        if progress:
-            print(f"[stage1] epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k != "epoch"))
-        if rec["valid_recall@20"] > state["best"]:
-            state.update(best=rec["valid_recall@20"], best_epoch=epoch + 1, bad=0,
-                         best_state=({k: v.clone() for k, v in model.state_dict().items()},
-                                     {k: v.clone() for k, v in mal.state_dict().items()}))
-        else:
-            state["bad"] += 1
-        state["epoch"] = epoch + 1
-        if ckpt:
-            atomic_torch_save({**state, "model": model.state_dict(), "mal": mal.state_dict(), "opt": opt.state_dict(),
-                               "sched": sched.state_dict(), "rng": rng.bit_generator.state,
-                               "torch_rng": torch.get_rng_state()}, ckpt)
-    if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"][0]), mal.load_state_dict(state["best_state"][1])
-    model.eval(), mal.eval()
+    valid, tr = splits.valid.subset(eval_idx), splits.train
+
+    def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives)).to(DEVICE) if s1.n_negatives else None
+        return model.loss(_pad(tr.history[idx], n), torch.from_numpy(tr.target[idx]).to(DEVICE), neg)
+
+    res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s1.batch_size, rng),
+              lambda: evaluate_din(model, valid), "recall@20", Schedule.of(s1), cfg.seed, work_dir,
+              "stage1", progress, after_epoch)
     with torch.no_grad():
         collab = model.emb.weight[:n].cpu().numpy().copy()
-        adapted = mal(e_s).cpu().numpy()
-    best = next((h for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
-    res = Stage1Result(collab, adapted, np.zeros(0), state["history"],
-                       {k[6:]: v for k, v in best.items() if k.startswith("valid_")} | {"best_epoch": state["best_epoch"]})
-    if s1.variant == "concat":  # paper 4.3: PCA of E_S to the collaborative size, concatenated
+        adapted = model.mal(model.e_s).cpu().numpy()
+    best = next((h for h in res.history if h["epoch"] == res.best_epoch), {})
+    out = Stage1Result(collab, adapted, np.zeros(0), res.history,
+                       {k[6:]: v for k, v in best.items() if k.startswith("valid_") and not k.endswith("_s")}
+                       | {"best_epoch": res.best_epoch})
+    out.integrated = integrated_for(cfg, collab, adapted, semantic)
+    out.crossmodal_top1 = crossmodal_top1(collab, adapted)
+    return out
+
+
+def integrated_for(cfg: C.RunConfig, collab: np.ndarray, adapted: np.ndarray | None,
+                   semantic: np.ndarray | None = None) -> np.ndarray:
+    """The vector quantised into unicodes for ``cfg``: ``stage1.integrated`` of E_C and MAL(E_S); E_C
+    when alpha = 0; for the Table 5 rows ``semantic`` (E_S) and ``concat`` (paper 4.3: E_S reduced
+    by PCA to the collaborative size, l2-normalised and concatenated with E_C) it needs ``semantic``."""
+    s1 = cfg.stage1
+    if s1.variant in ("semantic", "concat") and semantic is None:
+        raise ValueError(f"stage1.variant={s1.variant!r} needs the semantic embeddings")
+    if s1.variant == "semantic":
+        return semantic.astype(np.float32)
+    if s1.variant == "concat":
         from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=min(s1.dim, semantic.shape[1]), random_state=cfg.seed).fit_transform(semantic)
-        res.integrated = np.concatenate([_l2(collab), _l2(pca)], axis=1).astype(np.float32)
-    else:
-        res.integrated = integrated_for(cfg, collab, adapted)
-    res.crossmodal_top1 = crossmodal_top1(collab, adapted)
-    return res
-
-
-def _alpha(s1: C.Stage1Config) -> float:
-    """The weight of L_align actually used: 0 for the DIN-alone variants (collab, concat)."""
-    return 0.0 if s1.variant in ("collab", "concat") else s1.alpha
-
-
-def integrated_for(cfg: C.RunConfig, collab: np.ndarray, adapted: np.ndarray | None) -> np.ndarray:
-    """The vector quantised into unicodes for ``cfg`` (``stage1.integrated``; E_C when alpha = 0)."""
-    how = "collaborative" if _alpha(cfg.stage1) == 0 else cfg.stage1.integrated
+        pca = PCA(n_components=min(collab.shape[1], semantic.shape[1]), random_state=cfg.seed).fit_transform(semantic)
+        return np.concatenate([_l2(collab), _l2(pca)], axis=1).astype(np.float32)
+    how = "collaborative" if s1.effective_alpha() == 0 else s1.integrated
     return integrate(collab, adapted, how).astype(np.float32)
 
 
 def stage1_embeddings(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> Stage1Result:
     """Cached :func:`train_stage1` on ``cfg``'s data set and semantic embeddings.
 
-    The cache key leaves out ``stage1.integrated``: the choice is applied to the stored E_C and E_T
-    on load, so comparing the choices never retrains (codes, downstream, are keyed by it).
+    The artefact stores E_C and MAL(E_S); the integrated vector is derived on load
+    (:func:`integrated_for`), so the cache key (:func:`ungerlib.config.artefact_key`) leaves out
+    ``stage1.integrated`` and treats the two DIN-alone rows (``collab``, ``concat``) as one run:
+    comparing integrated choices or Table 5 rows never retrains (codes, downstream, are keyed by them).
     """
-    names = ("collaborative", "adapted", "integrated")
-
     def build(out: Path, work: Path) -> dict[str, Any]:
         from .semantic import semantic_embeddings
 
         _, splits = get_splits(cfg)
         res = train_stage1(splits, semantic_embeddings(cfg), cfg, work, progress)
-        for name in names:
-            if getattr(res, name) is not None and (name != "integrated" or cfg.stage1.variant == "concat"):
+        for name in ("collaborative", "adapted"):
+            if getattr(res, name) is not None:
                 np.save(out / f"{name}.npy", getattr(res, name))
         meta = {"history": res.history, "valid_metrics": res.valid_metrics, "crossmodal_top1": res.crossmodal_top1}
-        (out / "result.json").write_text(__import__("json").dumps(meta, indent=1))
+        atomic_write_json(out / "result.json", meta)
         return {"valid_metrics": res.valid_metrics}
 
-    key = C.upstream(cfg, "stage1")
-    key["stage1"] = {k: v for k, v in key["stage1"].items() if k != "integrated"}
-    art = cached("stage1", key, build, force=force)
-    arrays = {n: (art.npy(n) if (art.path / f"{n}.npy").exists() else None) for n in names}
-    if arrays["integrated"] is None:  # concat stores its PCA-based vector; the others are derived
-        arrays["integrated"] = integrated_for(cfg, arrays["collaborative"], arrays["adapted"])
+    art = cached("stage1", C.artefact_key(cfg, "stage1"), build, force=force)
+    collab = art.npy("collaborative")
+    adapted = art.npy("adapted") if (art.path / "adapted.npy").exists() else None
+    semantic = None
+    if cfg.stage1.variant in ("semantic", "concat"):
+        from .semantic import semantic_embeddings
+
+        semantic = semantic_embeddings(cfg)
     meta = art.json("result")
-    return Stage1Result(arrays["collaborative"], arrays["adapted"], arrays["integrated"], meta["history"],
+    return Stage1Result(collab, adapted, integrated_for(cfg, collab, adapted, semantic), meta["history"],
                         meta["valid_metrics"], meta["crossmodal_top1"])

@@ -1,25 +1,35 @@
 """Stage II: generative recommendation over unicodes with IKD (paper 3.4-3.5, Eq. 6-8).
 
-Encoder (``enc_layers``, paper 1) reads the history; decoder (``dec_layers``, paper 4) reads
-``<BOS> c_1 .. c_L [c_dis]`` and predicts ``c_1 .. c_L`` (Eq. 6). The decoder output at
-``[c_dis]`` is projected to the Stage I space and contrasted against the target's integrated
-embedding and ``ikd_negatives`` random items (Eq. 7); loss = L_gen + beta L_dis (Eq. 8).
+The encoder (``enc_layers``, paper 1) reads the history, one token per item; the decoder
+(``dec_layers``, paper 4) reads ``<BOS> c_1 .. c_L [c_dis]`` and predicts ``c_1 .. c_L`` (Eq. 6).
+The decoder output at ``[c_dis]`` is projected to the Stage I space and contrasted against the
+target's integrated embedding and ``ikd_negatives`` random items (Eq. 7); the loss is
+``L_gen + beta L_dis`` (Eq. 8). :meth:`UNGER.loss` returns these terms, :meth:`UNGER.decode_start`
+and :meth:`UNGER.decode_step` are the incremental decoder that :mod:`ungerlib.beam` searches with.
 
-Choices the paper leaves open, and ours:
-* history tokens: ``"item"`` -- one encoder token per history item, the sum of its code tokens'
-  embeddings plus a recency position (20 tokens, cheap); ``"code"`` is not implemented yet.
-* code tokens get one embedding table and one output head per level (a token's meaning
-  depends on its level); codes may differ in length (prefix-free), so ``[c_dis]`` sits right
-  after each target's last token and padded positions are ignored by the loss.
-* IKD uses a dot product after a linear projection, temperature ``ikd_tau``, negatives drawn
-  uniformly from the other items (shared by the batch).
-* schedule: Adam, linear warm-up, cosine decay; model selection on validation NDCG@20.
+Choices the paper leaves open (``Stage2Config``; README and docs/ARCHITECTURE.md say which the
+profiles use and why):
+
+* ``history_tokens``: a history item enters the encoder as the sum of its per-level code-token
+  embeddings (``codes``), its own embedding (``item``), or both, plus a recency position.
+* ``decoder_tokens``: ``level`` gives each code level one token table and one output head shared
+  by every prefix (token 7 of cluster 3 and token 7 of cluster 200 share a vector); ``node`` gives
+  every trie node (every distinct code prefix, items are the leaves) its own embedding, used both
+  as the decoder input after that prefix and, tied, as the output vector that scores it. The root
+  node is ``<BOS>``. With ``node`` an item's encoder embedding is its leaf's, so encoder, decoder
+  and output share one item table.
+* ``valid_children``: the softmax over the next token runs over the children that exist under the
+  prefix (about 47 of K = 256 at level 2 on Beauty) instead of all K, in training and in the beam.
+* ``init``: item and node embeddings random, or taken from the Stage I integrated embeddings.
+* codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
+  and padded positions are ignored by the loss.
+* IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
+  negatives drawn uniformly from the other items (shared by the batch, accidental hits masked).
 """
 from __future__ import annotations
 
-import json
 import math
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import config as C
 from .codes import CodeTable
@@ -85,80 +94,229 @@ class DecoderLayer(nn.Module):
         return x + F.dropout(self.ff(self.ln3(x)), p, self.training)
 
 
-class UNGER(nn.Module):
-    """Encoder-decoder over unicodes. ``codes`` [n_items, Lc] (-1 padded) is a fixed buffer."""
+@dataclass
+class DecodeState:
+    """What :meth:`UNGER.decode_step` carries between steps: the encoder memory (one per user), the
+    decoder's key/value caches and the trie node each row (beam) has reached."""
 
-    def __init__(self, codes: np.ndarray, K: int, d_int: int, s2: C.Stage2Config, max_hist: int):
+    mem: torch.Tensor  # [B, S, d]
+    mask: torch.Tensor  # [B, 1, 1, S]
+    caches: list[dict[str, torch.Tensor]]
+    node: torch.Tensor  # [R] trie node per row; R = B x beams
+    level: int  # code level the next token is at
+
+
+def _project(x: np.ndarray, d: int) -> np.ndarray:
+    """Rows of ``x`` [n, d_x] as [n, d]: unchanged if d_x == d, top-d principal components if wider,
+    zero-padded if narrower (deterministic: SVD, sign fixed)."""
+    x = x.astype(np.float64) - x.mean(0)
+    if x.shape[1] > d:
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        vt = vt[:d] * np.sign(vt[:d, [0]] + (vt[:d, [0]] == 0))
+        x = x @ vt.T
+    elif x.shape[1] < d:
+        x = np.pad(x, ((0, 0), (0, d - x.shape[1])))
+    return x
+
+
+class UNGER(nn.Module):
+    """Encoder-decoder over the unicodes of ``table`` (held as buffers, trie included).
+
+    ``d_int``: width of the Stage I integrated embeddings IKD distils; ``init`` [n_items, d_int]:
+    those embeddings, used to initialise item and node embeddings when ``s2.init == "stage1"``.
+    """
+
+    def __init__(self, table: CodeTable, d_int: int, s2: C.Stage2Config, max_hist: int,
+                 init: np.ndarray | None = None):
         super().__init__()
+        codes = table.padded()
         n, Lc = codes.shape
-        self.K, self.Lc, self.d = K, Lc, s2.d_model
-        self.register_buffer("codes", torch.from_numpy(codes))
-        # token id per (level, token); id 0 is padding
-        self.enc_tok = nn.Embedding(Lc * K + 1, s2.d_model, padding_idx=0)
-        self.enc_pos = nn.Parameter(torch.randn(max_hist, s2.d_model) * 0.02)
-        layer = nn.TransformerEncoderLayer(s2.d_model, s2.n_heads, s2.d_ff, s2.dropout, activation="gelu",
+        K, d = table.K, s2.d_model
+        self.s2, self.K, self.Lc, self.d, self.n_items = s2, K, Lc, d, n
+        self.register_buffer("codes", torch.from_numpy(codes))  # [n, Lc], -1 padded
+        self.register_buffer("next_node", torch.from_numpy(table.next_node.astype(np.int64)))  # [N, K]
+        path = np.full((n, Lc), -1, dtype=np.int64)  # node reached after each prefix of each code
+        for i in range(n):
+            node = 0
+            for lvl, t in enumerate(codes[i][codes[i] >= 0]):
+                node = table.next_node[node, t]
+                path[i, lvl] = node
+        self.register_buffer("path", torch.from_numpy(path))
+        self.register_buffer("leaf", torch.from_numpy(path[np.arange(n), table.lengths - 1]))
+        n_nodes = len(table.node_item)
+        node_level = table.node_depth.astype(np.int64)
+        self.register_buffer("node_level", torch.from_numpy(node_level))
+
+        self.node_tokens = s2.decoder_tokens == "node"
+        std = d ** -0.5  # tied output: logits start with unit variance
+        if s2.history_tokens in ("codes", "both"):  # one id per (level, token); 0 is padding
+            self.enc_code = nn.Embedding(Lc * K + 1, d, padding_idx=0)
+        if self.node_tokens:
+            self.node_emb = nn.Parameter(torch.randn(n_nodes, d) * std)
+            self.node_bias = nn.Parameter(torch.zeros(n_nodes))
+        else:
+            self.dec_tok = nn.Embedding(Lc * K + 1, d)  # + BOS (id Lc*K)
+            self.head = nn.Parameter(torch.randn(Lc, K, d) * 0.02)  # one output head per level
+            if s2.history_tokens in ("item", "both"):
+                self.item_emb = nn.Parameter(torch.randn(n, d) * std)
+        self.dis = nn.Parameter(torch.randn(d) * 0.02)  # the [c_dis] token
+        self.enc_pos = nn.Parameter(torch.randn(max_hist, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, s2.n_heads, s2.d_ff, s2.dropout, activation="gelu",
                                            batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, s2.enc_layers, enable_nested_tensor=False)
-        self.enc_ln = nn.LayerNorm(s2.d_model)
-        self.dec_tok = nn.Embedding(Lc * K + 2, s2.d_model)  # + BOS (Lc*K) and [c_dis] (Lc*K+1)
-        self.dec_pos = nn.Parameter(torch.randn(Lc + 2, s2.d_model) * 0.02)
-        self.decoder = nn.ModuleList(DecoderLayer(s2.d_model, s2.n_heads, s2.d_ff, s2.dropout)
-                                     for _ in range(s2.dec_layers))
-        self.dec_ln = nn.LayerNorm(s2.d_model)
-        self.head = nn.Parameter(torch.randn(Lc, K, s2.d_model) * 0.02)  # one output head per level
-        self.ikd = nn.Linear(s2.d_model, d_int)
+        self.enc_ln = nn.LayerNorm(d)
+        self.dec_pos = nn.Parameter(torch.randn(Lc + 2, d) * 0.02)
+        self.decoder = nn.ModuleList(DecoderLayer(d, s2.n_heads, s2.d_ff, s2.dropout) for _ in range(s2.dec_layers))
+        self.dec_ln = nn.LayerNorm(d)
+        self.ikd = nn.Linear(d, d_int)
         self.drop = nn.Dropout(s2.dropout)
-        self.BOS, self.DIS = Lc * K, Lc * K + 1
+        if s2.init == "stage1":
+            if init is None:
+                raise ValueError("stage2.init='stage1' needs the Stage I embeddings (init=...)")
+            self._init_from(np.asarray(init), table, std)
+
+    @torch.no_grad()
+    def _init_from(self, emb: np.ndarray, table: CodeTable, std: float) -> None:
+        """Item rows = Stage I embeddings (projected to d_model); a trie node = mean of its items;
+        rescaled to the random init's per-coordinate std."""
+        x = _project(emb, self.d)
+        x = x * (std / x.std())
+        if self.node_tokens:
+            nodes = np.zeros((len(table.node_item), self.d))
+            count = np.zeros(len(table.node_item))
+            path = self.path.cpu().numpy()
+            for lvl in range(self.Lc):
+                ok = path[:, lvl] >= 0
+                np.add.at(nodes, path[ok, lvl], x[ok])
+                np.add.at(count, path[ok, lvl], 1)
+            nodes[0], count[0] = x.sum(0), len(x)
+            nodes = nodes / count.clip(1)[:, None]
+            self.node_emb.copy_(torch.from_numpy(nodes * (std / nodes.std())).float())
+        elif hasattr(self, "item_emb"):
+            self.item_emb.copy_(torch.from_numpy(x).float())
+
+    # ------------------------------------------------------------------ encoder
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """Encoder embeddings of item ids [..] (no padding) -> [.., d]."""
+        x = 0
+        if self.s2.history_tokens in ("codes", "both"):
+            c = self.codes[items]  # [.., Lc]
+            tok = torch.where(c >= 0, c + 1 + torch.arange(self.Lc, device=c.device) * self.K, 0)
+            x = self.enc_code(tok).sum(-2)
+        if self.s2.history_tokens in ("item", "both"):
+            x = x + (self.node_emb[self.leaf[items]] if self.node_tokens else self.item_emb[items])
+        return x
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """hist [B, L] item ids (PAD = -1, right-aligned) -> memory [B, L, d], mask [B, 1, 1, L]."""
         valid = hist >= 0
-        c = self.codes[hist.clamp(min=0)]  # [B, L, Lc]
-        tok = torch.where(c >= 0, c + 1 + torch.arange(self.Lc, device=c.device) * self.K, 0)
-        x = self.enc_tok(tok).sum(2) + self.enc_pos[-hist.shape[1]:]
+        x = self.item_vectors(hist.clamp(min=0)) + self.enc_pos[-hist.shape[1]:]
         x = self.encoder(self.drop(x), src_key_padding_mask=~valid)
-        x = self.enc_ln(x)
-        return x, valid[:, None, None, :]
+        return self.enc_ln(x), valid[:, None, None, :]
 
-    def embed_codes(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
-        """Code tokens [B, T] of levels start.. -> decoder input embeddings [B, T, d]."""
-        lvl = torch.arange(start, start + tokens.shape[1], device=tokens.device)
-        return self.dec_tok(tokens + lvl * self.K)
+    # ------------------------------------------------------------------ decoder
+    def _token_vectors(self, tok: torch.Tensor, node: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
+        """Decoder input for code token ``tok`` at ``level`` that leads to trie ``node`` -> [.., d]."""
+        if self.node_tokens:
+            return self.node_emb[node]
+        return self.dec_tok(tok + level * self.K)
+
+    def _bos(self) -> torch.Tensor:
+        return self.node_emb[0] if self.node_tokens else self.dec_tok.weight[self.Lc * self.K]
+
+    def logits(self, h: torch.Tensor, node: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
+        """Scores of the K possible next tokens: h [R, d] at rows whose prefix is trie ``node`` [R]
+        and whose next token is at ``level`` (int, or [R]) -> [R, K]; missing children are -inf
+        under ``valid_children``."""
+        child = self.next_node[node]  # [R, K]
+        if self.node_tokens:
+            c = child.clamp(min=0)
+            out = torch.einsum("rd,rkd->rk", h, self.node_emb[c]) + self.node_bias[c]
+        elif isinstance(level, int):
+            out = h @ self.head[level].T
+        else:
+            out = torch.einsum("rd,rkd->rk", h, self.head[level])
+        if self.s2.valid_children:
+            out = out.masked_fill(child < 0, -torch.inf)
+        return out
 
     def decode(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor, caches: list | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.decoder):
             x = layer(x, mem, mask, None if caches is None else caches[i])
         return self.dec_ln(x)
 
-    def logits(self, h: torch.Tensor, level: int | torch.Tensor) -> torch.Tensor:
-        """h [B, d] at a position predicting ``level`` -> [B, K]."""
-        return torch.einsum("bd,kd->bk", h, self.head[level]) if isinstance(level, int) else \
-            torch.einsum("btd,tkd->btk", h, self.head[level])
-
-    def forward(self, hist: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Teacher forcing. Returns logits [B, Lc, K], code targets [B, Lc] (-1 = pad), c_dis output [B, d_int]."""
+    def decode_start(self, hist: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
+        """Encode hist [B, L] and feed ``<BOS>``: the state and the logits [B, K] of the first token."""
         mem, mask = self.encode(hist)
-        code = self.codes[target]  # [B, Lc]
+        B = hist.shape[0]
+        caches: list[dict[str, torch.Tensor]] = [{} for _ in self.decoder]
+        x = (self._bos() + self.dec_pos[0]).expand(B, 1, -1)
+        h = self.decode(x, mem, mask, caches)[:, -1]
+        root = torch.zeros(B, dtype=torch.long, device=hist.device)
+        return DecodeState(mem, mask, caches, root, 0), self.logits(h, root, 0)
+
+    def decode_step(self, st: DecodeState, parent: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+        """Extend rows ``parent`` [R'] of the previous step with tokens ``tok`` [R'] (R' may be any
+        multiple of the batch size: each user's rows must be contiguous); returns logits [R', K] of the
+        token after. ``st`` is updated in place (caches follow their parents). A row whose token is not
+        a child of its prefix is a dead beam: it is fed from the root and its logits mean nothing."""
+        node = self.next_node[st.node[parent], tok].clamp(min=0)  # a missing child (a dead beam): root, ignored
+        for c in st.caches:
+            c["k"], c["v"] = c["k"][parent], c["v"][parent]
+        x = (self._token_vectors(tok, node, st.level) + self.dec_pos[st.level + 1])[:, None]
+        h = self.decode(x, st.mem, st.mask, st.caches)[:, -1]
+        st.node, st.level = node, st.level + 1
+        return self.logits(h, node, st.level)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, hist: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing on hist [B, L], target items [B]. Returns logits [B, Lc, K], code targets
+        [B, Lc] (-1 = past the code's end) and the projected ``[c_dis]`` output [B, d_int]."""
+        mem, mask = self.encode(hist)
+        code, path = self.codes[target], self.path[target]  # [B, Lc]
         B, n_real = len(target), (code >= 0).sum(1)
-        inp = torch.full((B, self.Lc + 2), self.DIS, device=code.device)
-        inp[:, 0] = self.BOS
         lvl = torch.arange(self.Lc, device=code.device)
-        inp[:, 1:self.Lc + 1] = torch.where(code >= 0, code + lvl * self.K, self.DIS)
-        x = self.drop(self.dec_tok(inp) + self.dec_pos)
-        h = self.decode(x, mem, mask)
-        logits = self.logits(h[:, :self.Lc], lvl)
+        tok = self._token_vectors(code.clamp(min=0), path.clamp(min=0), lvl)  # [B, Lc, d]
+        tok = torch.where((code >= 0)[..., None], tok, self.dis)
+        x = torch.cat([self._bos().expand(B, 1, -1), tok, self.dis.expand(B, 1, -1)], 1)  # [c_dis] at n_real + 1
+        h = self.decode(self.drop(x + self.dec_pos), mem, mask)
+        prefix = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=code.device), path[:, :-1].clamp(min=0)], 1)
+        logits = self.logits(h[:, :self.Lc].reshape(B * self.Lc, -1), prefix.reshape(-1),
+                             lvl.repeat(B)).view(B, self.Lc, self.K)
+        logits = torch.where((code >= 0)[..., None], logits, 0.0)  # past a code's end: ignored, kept finite
         dis = h[torch.arange(B), n_real + 1]  # [c_dis] right after the last real token
         return logits, code, self.ikd(dis)
 
+    def loss(self, hist: torch.Tensor, target: torch.Tensor, E: torch.Tensor | None,
+             neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Eq. 8 on a batch: ``{"loss", "gen", "ikd"}``. ``E`` [n, d_int]: Stage I integrated
+        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term)."""
+        logits, code, dis = self(hist, target)
+        gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
+        if not self.s2.ikd or E is None or neg is None:
+            return {"loss": gen, "gen": gen, "ikd": torch.zeros(())}
+        pos, negs = E[target], E[neg]  # Eq. 7
+        if self.s2.ikd_sim == "cosine":
+            dis, pos, negs = F.normalize(dis, dim=-1), F.normalize(pos, dim=-1), F.normalize(negs, dim=-1)
+        sim = torch.cat([(dis * pos).sum(1, keepdim=True), dis @ negs.T], 1) / self.s2.ikd_tau
+        sim[:, 1:] = sim[:, 1:].masked_fill(neg[None] == target[:, None], -torch.inf)
+        ikd = F.cross_entropy(sim, torch.zeros(len(target), dtype=torch.long, device=sim.device))
+        return {"loss": gen + self.s2.beta * ikd, "gen": gen, "ikd": ikd}
 
-def _lr_lambda(s2: C.Stage2Config, total: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < s2.warmup_steps:
-            return (step + 1) / s2.warmup_steps
-        if s2.lr_decay == "none":
-            return 1.0
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - s2.warmup_steps) / max(1, total - s2.warmup_steps))))
-    return f
+    @torch.no_grad()
+    def generate(self, hist: torch.Tensor, table: CodeTable, beam: int = 20) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Trie-constrained beam search (:func:`ungerlib.beam.beam_search`): per user, the finished
+        items and their log-probabilities."""
+        from .beam import beam_search
+
+        return beam_search(self, hist, table, beam)
+
+
+def trim(hist: np.ndarray) -> np.ndarray:
+    """Drop the all-padding columns on the left of right-aligned histories [B, L] (same results:
+    padding is masked, positions count from the right)."""
+    longest = int((hist != PAD).sum(1).max()) if len(hist) else 1
+    return hist[:, hist.shape[1] - max(longest, 1):]
 
 
 def _check_inputs(splits: Splits, table: CodeTable, integrated: np.ndarray) -> None:
@@ -170,81 +328,38 @@ def _check_inputs(splits: Splits, table: CodeTable, integrated: np.ndarray) -> N
         raise ValueError("integrated embeddings contain NaN/inf")
 
 
+def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, max_hist: int, seed: int) -> UNGER:
+    torch.manual_seed(seed)
+    return UNGER(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
+
+
 def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: C.RunConfig,
                  work_dir: Path | None = None, progress: bool = True,
                  after_epoch: Callable[[int], None] | None = None) -> tuple[UNGER, list[dict[str, float]]]:
-    """Train with Eq. 8; keep the epoch with the best validation NDCG@20 (beam ``eval_beam``)."""
+    """Train with Eq. 8 (:func:`ungerlib.train.fit`); keep the epoch with the best validation NDCG@20
+    (beam ``eval_beam``, every item ranked)."""
     from .beam import recommend
+    from .train import Schedule, fit, shuffled_batches
 
     _check_inputs(splits, table, integrated)
     s2 = cfg.stage2
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    model = UNGER(table.padded(), table.K, integrated.shape[1], s2, splits.max_len).to(DEVICE)
+    model = build_model(table, integrated, s2, splits.max_len, cfg.seed)
     E = torch.from_numpy(integrated.astype(np.float32)).to(DEVICE)
-    opt = torch.optim.Adam(model.parameters(), lr=s2.lr, weight_decay=s2.weight_decay)
-    tr = splits.train
-    steps = s2.epochs * math.ceil(len(tr) / s2.batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(s2, steps))
-    st: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": [], "best_state": None}
-    ckpt = work_dir / "stage2.pt" if work_dir else None
-    if ckpt and ckpt.exists():
-        st = torch.load(ckpt, weights_only=False, map_location=DEVICE)
-        model.load_state_dict(st.pop("model")), opt.load_state_dict(st.pop("opt")), sched.load_state_dict(st.pop("sched"))
-        rng.bit_generator.state = st.pop("rng")
-        torch.set_rng_state(st.pop("torch_rng").cpu())
-    n = splits.n_items
-    for epoch in range(st["epoch"], s2.epochs):
-        if st["bad"] >= s2.patience:
-            break
-        model.train()
-        order = rng.permutation(len(tr))
-        t0 = time.time()
-        tot = {"loss_gen": 0.0, "loss_ikd": 0.0}
-        for s in tqdm(range(0, len(order), s2.batch_size), desc=f"stage2 epoch {epoch + 1}", disable=not progress,
-                      leave=False):
-            idx = order[s:s + s2.batch_size]
-            tgt = torch.from_numpy(tr.target[idx]).to(DEVICE)
-            logits, code, dis = model(torch.from_numpy(tr.history[idx]).to(DEVICE), tgt)
-            loss_gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
-            loss_ikd = torch.zeros(())
-            if s2.ikd:  # Eq. 7: positive = E[target], negatives = random other items
-                neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives)).to(DEVICE)
-                sim = torch.cat([(dis * E[tgt]).sum(1, keepdim=True), dis @ E[neg].T], 1) / s2.ikd_tau
-                sim[:, 1:] = sim[:, 1:].masked_fill(neg[None] == tgt[:, None], -1e9)
-                loss_ikd = F.cross_entropy(sim, torch.zeros(len(idx), dtype=torch.long, device=DEVICE))
-            loss = loss_gen + s2.beta * loss_ikd  # Eq. 8
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            tot["loss_gen"] += loss_gen.item() * len(idx)
-            tot["loss_ikd"] += loss_ikd.item() * len(idx)
-        rec = {"epoch": epoch + 1, **{k: v / len(order) for k, v in tot.items()}, "train_s": time.time() - t0}
-        t0 = time.time()
+    tr, n = splits.train, splits.n_items
+    lengths = tr.lengths
+
+    def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives)).to(DEVICE) if s2.ikd else None
+        hist = torch.from_numpy(trim(tr.history[idx])).to(DEVICE)
+        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg)
+
+    def validate() -> dict[str, float]:
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
-        rec.update({f"valid_{k}": v for k, v in rank_metrics(ranked, splits.valid.target).items()})
-        rec["valid_s"] = time.time() - t0  # wall times: the only fields a resumed run may not repeat
-        st["history"].append(rec)
-        if progress:
-            print(f"[stage2] epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in rec.items() if k != "epoch"),
-                  flush=True)
-        if rec["valid_ndcg@20"] > st["best"]:
-            st.update(best=rec["valid_ndcg@20"], best_epoch=epoch + 1, bad=0,
-                      best_state={k: v.clone() for k, v in model.state_dict().items()})
-        else:
-            st["bad"] += 1
-        st["epoch"] = epoch + 1
-        if ckpt:
-            atomic_torch_save({**st, "model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                               "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt)
-        if after_epoch:
-            after_epoch(epoch + 1)
-    if st["best_state"] is not None:
-        model.load_state_dict(st["best_state"])
-    model.eval()
-    return model, st["history"]
+        return rank_metrics(ranked, splits.valid.target)
+
+    res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s2.batch_size, rng, lengths, s2.bucket),
+              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch)
+    return model, res.history
 
 
 def _inputs(cfg: C.RunConfig) -> tuple[Splits, CodeTable, np.ndarray]:
@@ -264,19 +379,21 @@ def run_stage2(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> 
         atomic_torch_save(model.state_dict(), out / "model.pt")
         atomic_write_json(out / "history.json", hist)
         best = max(hist, key=lambda h: h["valid_ndcg@20"])
-        return {"best_epoch": best["epoch"], "valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_")}}
+        return {"best_epoch": best["epoch"],
+                "valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_") and not k.endswith("_s")}}
 
-    art = cached("stage2", C.upstream(cfg, "stage2"), build, force=force)
-    model = UNGER(table.padded(), table.K, emb.shape[1], cfg.stage2, splits.max_len).to(DEVICE)
+    art = cached("stage2", C.artefact_key(cfg, "stage2"), build, force=force)
+    model = build_model(table, emb, cfg.stage2, splits.max_len, cfg.seed)
     model.load_state_dict(torch.load(art.path / "model.pt", map_location=DEVICE))
     return model.eval(), art.json("history")
 
 
 def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
-    """Valid and test metrics with beam ``cfg.eval.beam``, with and without excluding history items.
+    """Valid and test metrics with beam ``cfg.eval.beam``, every item ranked (``all``) and with the
+    user's whole history removed (``excl``).
 
     Per-user top-20 rankings are saved (``{valid,test}_{all,excl}.npy``) next to the metrics so
-    anyone can recompute them or run paired tests (:func:`ungerlib.metrics.paired_test`).
+    anyone can recompute them or run paired tests (:func:`ungerlib.significance.paired_test`).
     """
     from .beam import recommend_both
 
@@ -287,12 +404,13 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for split in ("valid", "test"):
             ex: Examples = getattr(splits, split)
-            both = recommend_both(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks))
+            both = recommend_both(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
+                                  exclude=ex.exclude)
             for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
                 np.save(out / f"{tag}.npy", ranked)
                 res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
         atomic_write_json(out / "metrics.json", res)
         return {"metrics": res}
 
-    art = cached("eval", C.upstream(cfg, "eval"), build, force=force)
+    art = cached("eval", C.artefact_key(cfg, "eval"), build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}
