@@ -287,15 +287,20 @@ def _normalised(module: str) -> str:
     return ast.dump(tree, include_attributes=False)
 
 
-def source_hash(stage: str) -> str:
-    """Hash of the code behind artefact ``stage``: the normalised source of every module in
-    :func:`module_closure` of its :data:`KIND_MODULE` (a code change is a new artefact)."""
+def module_hash(module: str) -> str:
+    """Hash of the normalised source of every module in :func:`module_closure` of ``module``: what an
+    artefact built by ``module``'s code puts in its key as ``code_hash``."""
     import hashlib
 
     h = hashlib.sha256()
-    for m in module_closure(KIND_MODULE[stage]):
+    for m in module_closure(module):
         h.update(m.encode() + b"\0" + _normalised(m).encode() + b"\0")
     return h.hexdigest()[:12]
+
+
+def source_hash(stage: str) -> str:
+    """Hash of the code behind artefact ``stage`` (:func:`module_hash` of its :data:`KIND_MODULE`)."""
+    return module_hash(KIND_MODULE[stage])
 
 
 T = TypeVar("T")
