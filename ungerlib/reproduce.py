@@ -8,19 +8,29 @@ Each notebook gets ``profile`` (and ``datasets`` if given) injected into its ``p
 cell. Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
 tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), and
 ``run.json`` there records what ran, how long it took and at which commit.
+
+Progress: a line per notebook (which one, of how many, time so far), and the kernels' stderr
+streamed live: per-batch bars, one line per training epoch with the time left ("[stage1] epoch
+3/8 ... 12m 30s left"), "resuming from epoch N" when a checkpoint is picked up. The kernels get
+the CPU thread policy of :mod:`ungerlib.runtime`. A failing notebook is one line naming the
+notebook, the cell and the error; its executed copy holds the traceback.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
+from . import cli, runtime
 from .config import PROFILES
 from .report import figures_dir
-from .store import REPO_ROOT, atomic_write_json, git_commit
+from .store import REPO_ROOT, atomic_write_json, checkout_root, git_commit
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -42,31 +52,90 @@ PAPER_ARTEFACTS = {
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks in order, optionally those whose name starts with one of ``only``."""
+    if not NOTEBOOKS.is_dir():
+        raise cli.Failed(f"no notebooks at {NOTEBOOKS}: the notebooks runner needs a source checkout "
+                         "(git clone, then pip install -e .); an installed package has the library only")
     nbs = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if only:
         nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
         if not nbs:
-            raise SystemExit(f"no notebook in {NOTEBOOKS} matches {only}")
+            raise cli.Failed(f"no notebook in {NOTEBOOKS} matches {only}")
     return nbs
+
+
+def check_inputs(profile: str, datasets: list[str] | None) -> None:
+    """Fail before any notebook starts: a bad profile setting or an unknown, missing or damaged data set."""
+    from .config import profile as make_profile
+    from .data import load_dataset
+    from .report import profile_datasets
+
+    for name in profile_datasets(profile, datasets):
+        load_dataset(make_profile(profile, dataset=name).data)
+
+
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment notebook kernels start with: the thread policy, text progress bars."""
+    env = {**runtime.thread_env(), "UNGER_PROGRESS": "text"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def _papermill(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(nb), str(out), parameters=params, prepare_only=prepare_only,
+                        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                        stdout_file=None if prepare_only else sys.stdout,
+                        stderr_file=None if prepare_only else sys.stderr)
+
+
+def _execute(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
+    """Run one notebook with papermill, streaming the kernel's output; a failure -> :class:`cli.Failed`."""
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        _papermill(nb, out, params, prepare_only)
+    except PapermillExecutionError as e:
+        raise cli.Failed(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: "
+                         f"{' '.join(str(e.evalue).split())[:500]} (traceback in {out})") from None
 
 
 def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str] | None = None,
         nbval: bool = False) -> dict:
-    import papermill as pm
-
-    out_dir = REPO_ROOT / "build" / profile / ("nbval" if nbval else "notebooks")
+    nbs = notebooks(only)
+    check_inputs(profile, datasets)
+    out_dir = (checkout_root() or Path.cwd()) / "build" / profile / ("nbval" if nbval else "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     params: dict = {"profile": profile}
     if datasets:
         params["datasets"] = datasets
     record = {"profile": profile, "datasets": datasets, "git_commit": git_commit(), "notebooks": []}
     prepared = []
-    for nb in notebooks(only):
+    started = time.time()
+    for i, nb in enumerate(nbs, 1):
         t0 = time.time()
         out = out_dir / nb.name
-        print(f"[reproduce] {nb.name} ({'prepare' if nbval else 'run'}, profile={profile})", flush=True)
-        pm.execute_notebook(str(nb), str(out), parameters=params, prepare_only=nbval,
-                            cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+        runtime.log(f"[reproduce] notebook {i}/{len(nbs)}: {nb.stem} ({'prepare' if nbval else 'run'}, "
+                    f"profile {profile}; {_clock(t0 - started)} so far)")
+        with kernel_environment():
+            _execute(nb, out, params, prepare_only=nbval)
+        if not nbval:
+            runtime.log(f"[reproduce] {nb.stem} done in {_clock(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
                                     "git_commit": record["git_commit"],
@@ -75,7 +144,8 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
                f"--rootdir={out_dir}", *map(str, prepared)]
         t0 = time.time()
-        rc = subprocess.call(cmd, cwd=NOTEBOOKS)
+        with kernel_environment():
+            rc = subprocess.call(cmd, cwd=NOTEBOOKS)
         record["nbval"] = {"returncode": rc, "wall_s": round(time.time() - t0, 1)}
         if rc != 0:
             raise SystemExit(rc)
@@ -90,15 +160,17 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ungerlib.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=PROFILES)
     ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
     ap.add_argument("--nbval", action="store_true", help="inject parameters, then execute under pytest --nbval-lax")
+    ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
     a = ap.parse_args(argv)
-    run(a.profile, a.only, a.datasets, a.nbval)
+    return cli.run(lambda a: run(a.profile, a.only, a.datasets, a.nbval), a)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
