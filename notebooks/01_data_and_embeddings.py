@@ -20,7 +20,7 @@
 # item text the semantic encoder reads, and checks that the frozen semantic embedding space
 # (E_S, paper 3.3) makes sense: nearest neighbours and a similarity histogram.
 #
-# Profiles: `smoke` (synthetic data, hashing encoder, seconds), `cpu` (real Amazon 2014, MiniLM),
+# Profiles: `smoke` (synthetic data, hashing encoder, about half a minute of CPU for the chain), `cpu` (real Amazon 2014, MiniLM),
 # `paper` (real data, Llama-2-7b on a GPU).
 
 # %% tags=["parameters"]
@@ -97,7 +97,7 @@ sims = pd.concat(sims, ignore_index=True)
 g = sns.displot(sims, x="cosine", hue="pair", col="dataset", kind="hist", stat="density",
                 common_norm=False, bins=60, height=3, aspect=1.3)
 g.set_titles("{col_name}")
-g.set_axis_labels("cosine similarity of two items' text embeddings", "density (share of pairs)")
+g.set_axis_labels("cosine similarity of two items' text embeddings", "probability density")
 g.legend.set_title("item pair")
 report.save_figure(g.figure, "embedding_similarity", sims, list(cfgs.values()))
 

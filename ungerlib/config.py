@@ -7,7 +7,7 @@ not retrain Stage I.
 
 Profiles:
 
-``smoke``  synthetic data, tiny models, seconds; what CI runs.
+``smoke``  synthetic data, tiny models, about half a minute of CPU for the whole chain; what CI runs.
 ``cpu``    real Amazon data, sized to finish on 2 CPU cores (the default).
 ``paper``  the paper's settings (hidden 128, 1+4 layers, K=256, batch 256); meant for a GPU.
 

@@ -269,10 +269,14 @@ def curves_figure(curves: pd.DataFrame, panels: Mapping[str, str], row: str = "d
             if i == len(rows) - 1:
                 ax.set_xlabel(x)
             ax.tick_params(labelsize=8)
-    handles, labels_ = {}, []
+    from matplotlib.lines import Line2D
+
+    handles = {}
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
+    if selected_label in handles and isinstance(handles[selected_label], Line2D) and handles[selected_label].get_marker() == "*":
+        handles[selected_label] = Line2D([], [], marker="*", ms=13, color="white", mec="black", ls="none")
     if handles:
         fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(4, len(handles)),
                    fontsize=8, frameon=False)
