@@ -89,12 +89,6 @@ def kernel_environment() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
-
-
 def _papermill(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
     import papermill as pm
 
@@ -131,11 +125,11 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         t0 = time.time()
         out = out_dir / nb.name
         runtime.log(f"[reproduce] notebook {i}/{len(nbs)}: {nb.stem} ({'prepare' if nbval else 'run'}, "
-                    f"profile {profile}; {_clock(t0 - started)} so far)")
+                    f"profile {profile}; {runtime.duration(t0 - started)} so far)")
         with kernel_environment():
             _execute(nb, out, params, prepare_only=nbval)
         if not nbval:
-            runtime.log(f"[reproduce] {nb.stem} done in {_clock(time.time() - t0)}")
+            runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
                                     "git_commit": record["git_commit"],

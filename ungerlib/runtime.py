@@ -117,11 +117,15 @@ def bar(it: Iterable[T], desc: str, total: int | None = None, enabled: bool = Tr
                      mininterval=0.5 if tty else 10.0, dynamic_ncols=tty))
 
 
+def duration(seconds: float) -> str:
+    """'1h 05m', '12m 30s' or '45s'."""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
 def eta(done: int, total: int, started: float) -> str:
     """'12m 30s left' from the mean time per unit so far."""
     if done <= 0 or done >= total:
         return "0s left" if done >= total else "?"
-    left = (time.time() - started) / done * (total - done)
-    m, s = divmod(int(left), 60)
-    h, m = divmod(m, 60)
-    return (f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s") + " left"
+    return duration((time.time() - started) / done * (total - done)) + " left"
