@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
 from typing import Any
 
 from . import config
