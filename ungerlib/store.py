@@ -261,6 +261,7 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
     if final.exists() and not force:
         if verbose:
             print(f"[store] reusing {kind} {final.name}")
+        record_read(kind, key)
         return Artefact(final)
     sweep(final.parent)  # a killed build's leftovers (never a live build's, nor a checkpoint)
     work = final.with_name(final.name + ".work")
@@ -281,4 +282,31 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
     shutil.rmtree(work, ignore_errors=True)
     if verbose:
         print(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
+    record_read(kind, key)
     return Artefact(final)
+
+
+# --------------------------------------------------------------------------- artefacts read
+
+# Every artefact :func:`cached` returned in this process, in order, repeats included: the record
+# behind the ``artefacts`` list of a table's or figure's provenance (``ungerlib.report``).
+_READS: list[dict[str, Any]] = []
+
+
+def record_read(kind: str, key: dict[str, Any]) -> None:
+    """Note that this process used artefact ``kind`` with ``key`` (called by :func:`cached` on reuse
+    and after a build). The key is stored as its JSON round trip, the form provenance records."""
+    _READS.append({"kind": kind, "key_hash": config_hash(key),
+                   "key": json.loads(json.dumps(key, sort_keys=True, default=str))})
+
+
+def read_marker() -> int:
+    """A position in the record: ``artefacts_read(since=read_marker())`` later lists what came after."""
+    return len(_READS)
+
+
+def artefacts_read(since: int = 0) -> list[dict[str, Any]]:
+    """The artefacts returned since ``since`` (default: since the process started), each once, sorted
+    by kind and key hash: ``[{"kind", "key_hash", "key"}, ...]``."""
+    unique = {(r["kind"], r["key_hash"]): r for r in _READS[since:]}
+    return [unique[k] for k in sorted(unique)]
