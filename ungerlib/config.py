@@ -584,7 +584,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "semantic": {"encoder": "hashing", "batch_size": 256},
         "stage1": {"dim": 32, "epochs": 20, "batch_size": 128, "n_negatives": 64, "warmup_steps": 10,
                    "attn_hidden": 16, "lr": 3e-3, "tau": 0.1},
-        "codes": {"K": 8, "rq_epochs": 60, "rq_hidden": (64,), "rq_latent": 16},  # 30 epochs collapse 15 items onto one code
+        "codes": {"K": 8, "rq_epochs": 200, "rq_hidden": (64,), "rq_latent": 16},  # 60 epochs collapsed 23 items onto one code
         "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 15, "lr": 3e-3,
                    "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 20},
         "eval": {"beam": 20},
