@@ -155,22 +155,39 @@ robust
 # ## Which of the paper's claims hold here
 # Computed from the tables above: (1) the concatenation is dominated by the semantic side (semantic
 # share above one half); (2) ours is more balanced than the concatenation (its semantic share is
-# nearer one half); (3) ours keeps more of the collaborative side than the concatenation.
+# nearer one half); (3) ours keeps more of the collaborative side than the concatenation; (1) and (3)
+# also by the definition-free 10-NN overlap.
 
 # %%
 claims = pd.DataFrame([{"dataset": n,
                         "concat dominated by semantic": t.loc["concat", "semantic"] > 0.5,
                         "ours more balanced than concat": abs(t.loc["ours", "semantic"] - 0.5) < abs(t.loc["concat", "semantic"] - 0.5),
                         "ours more collaborative than concat": t.loc["ours", "collaborative"] > t.loc["concat", "collaborative"],
-                        "concat dominated by semantic (kNN overlap)": overlap.loc[(n, "concat"), "knn10_overlap_semantic"] > overlap.loc[(n, "concat"), "knn10_overlap_collaborative"]}
+                        "concat dominated by semantic (kNN overlap)": overlap.loc[(n, "concat"), "knn10_overlap_semantic"] > overlap.loc[(n, "concat"), "knn10_overlap_collaborative"],
+                        "ours more collaborative than concat (kNN overlap)": overlap.loc[(n, "ours"), "knn10_overlap_collaborative"] > overlap.loc[(n, "concat"), "knn10_overlap_collaborative"]}
                        for n, t in ((n, ours.loc[n]) for n in names)]).set_index("dataset")
 claims
 
 # %% [markdown]
-# **On the `cpu` run (Beauty, MiniLM).** See the report in the README for the numbers; the text below
-# is written from them.
+# **On the `cpu` run** (Beauty, MiniLM, perplexity 30, 2,000 query items; standard errors of the KLs
+# about 1–2 %): the concatenation is **64.9 % semantic / 35.1 % collaborative** (paper 97.33 / 2.67),
+# ours **57.6 % / 42.4 %** (paper 59.89 / 40.11). The orderings the paper claims hold: the
+# concatenation leans to the semantic side, and ours is more balanced and gives the collaborative side
+# a larger share, at every perplexity tried (10, 30, 100) and, for the concatenation's lean, by the
+# plain 10-NN overlap too (its neighbours overlap S's 36 % and C's 11 %).
 #
-# RESULTS_TEXT
+# **What does not match the paper.** (a) The dominance is far weaker than the paper's 97 %. The
+# planted-weight sweep shows how much it depends on the construction: our concatenation gives its two
+# unit-norm blocks equal weight; a semantic block twice as long already yields 95 %, four times 98 %,
+# the paper's level. The paper does not say whether it normalised the blocks; a PCA of 4,096-d
+# Llama-2 features is much longer than a 128-d ID embedding unless normalised, which would produce
+# exactly such a dominance (this is an explanation we cannot test without the paper's embeddings).
+# (b) The shares are ratios. In absolute terms ours is farther from *both* references than the
+# concatenation is (KL(S‖E) 5.04 vs 2.62, KL(C‖E) 6.84 vs 4.85), and by 10-NN overlap ours shares
+# fewer neighbours with C than the concatenation does (8.5 % vs 11.0 %; claim 3 fails on that
+# measure): ours is a new space (E_C retrained with the alignment), not a mixture of S and C, while the
+# concatenation contains C's vectors verbatim. Part of KL(C‖ours) is run-to-run variation of DIN that
+# no retrained embedding could avoid; we have no second DIN-alone seed to measure that floor.
 
 # %%
 # Checks on this notebook's own results (nbval fails if any does not hold).

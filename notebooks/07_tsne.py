@@ -94,21 +94,33 @@ report.save_figure(g.figure, "fig5_tsne", maps, run_cfgs, k=K, n_plot=n_plot)
 #
 # ## Which of the paper's claims hold here
 # (1) the concatenation's clusters agree with the semantic ones more than with the collaborative
-# ones (the paper's "highly similar to the distribution of semantic embeddings"); (2) ours agrees
-# with the collaborative clusters more than the concatenation does, i.e. is less semantic-dominated.
+# ones (the paper's "highly similar to the distribution of semantic embeddings"); (2) ours is more
+# balanced: the ratio of its agreement with the semantic and with the collaborative clusters is
+# nearer 1 than the concatenation's; (3) ours agrees with the collaborative clusters more than the
+# concatenation does.
 
 # %%
 claims = pd.DataFrame([{"dataset": n,
                         "concat closer to semantic than to collaborative": a.loc["concat", "semantic"] > a.loc["concat", "collaborative"],
                         "AMI(concat, semantic) / AMI(concat, collaborative)": a.loc["concat", "semantic"] / a.loc["concat", "collaborative"],
+                        "AMI(ours, semantic) / AMI(ours, collaborative)": a.loc["ours", "semantic"] / a.loc["ours", "collaborative"],
+                        "ours more balanced than concat": abs(np.log(a.loc["ours", "semantic"] / a.loc["ours", "collaborative"]))
+                                                          < abs(np.log(a.loc["concat", "semantic"] / a.loc["concat", "collaborative"])),
                         "ours closer to collaborative than concat is": a.loc["ours", "collaborative"] > a.loc["concat", "collaborative"]}
                        for n, a in agree.items()]).set_index("dataset")
 claims
 
 # %% [markdown]
-# **On the `cpu` run (Beauty, MiniLM).**
-#
-# RESULTS_TEXT
+# **On the `cpu` run** (Beauty, MiniLM, all 12,101 items; t-SNE on 3,000 of them): the
+# concatenation's clusters agree more with the semantic clusters (AMI 0.53) than with the collaborative
+# ones (0.34), so claim (1) holds, but "highly similar" overstates it: k-means of S agrees with itself
+# across seeds at 0.87, and the concatenation keeps a third of C's partition. Ours is the more balanced
+# (AMI 0.28 with S, 0.33 with C: ratio 0.84 against the concatenation's 1.54), so claim (2) holds, but
+# **claim (3) does not**: ours agrees with C's clusters slightly *less* than the concatenation does
+# (0.33 vs 0.34); it is more balanced because it moved away from S, not towards C. Against item leaf
+# categories the semantic clusters score 0.47, the concatenation 0.35, ours 0.21 and C 0.11. In the
+# maps the semantic and concat panels show separated islands, while the collaborative and our panels
+# are one blob with coloured regions; ours is visibly not a copy of the semantic map.
 
 # %%
 # Checks on this notebook's own results (nbval fails if any does not hold).
