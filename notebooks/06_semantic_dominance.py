@@ -77,9 +77,17 @@ shares = pd.concat({n: dominance.proportional_similarity(e["semantic"], e["colla
                     for n, e in embs.items()}, names=["dataset", "approach"])
 ours = shares[["semantic", "collaborative"]]
 paper = report.PAPER_TABLE4.reindex(ours.index, level="approach")
-table4 = pd.concat({"ours": ours, "paper": paper, "diff": ours - paper}, axis=1).swaplevel(axis=1)
-table4 = table4[["semantic", "collaborative"]]
-report.save_table(table4, "table4_semantic_dominance", run_cfgs, perplexity=PERPLEXITY, n_queries=n_queries)
+table4 = pd.concat({"ours": ours, "paper": paper, "ours - paper": ours - paper}, axis=1).swaplevel(axis=1)
+table4 = table4[["semantic", "collaborative"]].rename(columns={"semantic": "semantic share",
+                                                               "collaborative": "collaborative share"}, level=0)
+nq, n_items = int(shares["n_queries"].max()), max(len(e["semantic"]) for e in embs.values())
+QUERIES = "every item" if nq == n_items else f"{nq:,} seeded query items (each against all {n_items:,})"
+report.save_table(table4, "table4_semantic_dominance", run_cfgs, perplexity=PERPLEXITY, n_queries=n_queries,
+                  legend=f"semantic / collaborative share = Sim_semantic / Sim_collaborative of Eq. 9-10 (they sum "
+                         f"to 1), KL between per-item neighbourhood distributions (perplexity {PERPLEXITY:g}) "
+                         f"averaged over {QUERIES}; concat = [l2(E_C of DIN alone), l2(PCA of E_S)]; ours = E_C "
+                         f"trained with CKA; ours - paper in share units; paper = its Table 4 (Beauty, "
+                         f"Llama-2-7b text embeddings)")
 table4
 
 # %% [markdown]
@@ -104,6 +112,10 @@ for ax in g.axes.flat:
         ax.bar_label(c, fmt="%.2f", fontsize=8)
 report.save_figure(g.figure, "fig3_proportional_similarity", bars, run_cfgs, perplexity=PERPLEXITY,
                    n_queries=n_queries)
+
+# %% [markdown]
+# *Figure `fig3_proportional_similarity.png`: the semantic and collaborative shares of Eq. 9–10 for the
+# concatenation (the paper's Figure 3) and for ours, this code (blue) beside the paper's Table 4 (grey).*
 
 # %% [markdown]
 # ## Does the measure see a planted dominance on these embeddings?
@@ -132,6 +144,10 @@ report.save_figure(fig, "fig3_planted_weight_sweep", sweep, run_cfgs, perplexity
 sweep.set_index(["dataset", "semantic block weight w"])[["semantic", "collaborative", "kl_semantic", "kl_collaborative"]]
 
 # %% [markdown]
+# *Figure `fig3_planted_weight_sweep.png`: the semantic share (Eq. 9) of [w · l2(PCA of E_S), l2(E_C)]
+# against the planted semantic weight w (log scale); w = 1 is the concatenation of Table 4, the dotted
+# line an even split.*
+#
 # ## How much the answer depends on the neighbourhood size, and a definition-free cross-check
 # The shares at perplexity 10, 30 and 100, and the plain overlap of k = 10 nearest-neighbour lists:
 # of E's 10 nearest items, how many are also among S's 10 nearest, and how many among C's?
@@ -142,13 +158,17 @@ sens = pd.concat({(n, p): dominance.proportional_similarity(e["semantic"], e["co
                                                             p, n_queries, seed=cfgs[n].seed)[["semantic", "collaborative"]]
                   for n, e in embs.items() for p in (10.0, 30.0, 100.0)}, names=["dataset", "perplexity", "approach"])
 overlap = pd.DataFrame([{"dataset": n, "approach": a,
-                         "knn10_overlap_semantic": dominance.neighbour_overlap(e["semantic"], e[a], 10, n_queries, cfgs[n].seed),
-                         "knn10_overlap_collaborative": dominance.neighbour_overlap(e["collaborative"], e[a], 10, n_queries, cfgs[n].seed)}
+                         "10-NN overlap with S": dominance.neighbour_overlap(e["semantic"], e[a], 10, n_queries, cfgs[n].seed),
+                         "10-NN overlap with C": dominance.neighbour_overlap(e["collaborative"], e[a], 10, n_queries, cfgs[n].seed)}
                         for n, e in embs.items() for a in ("concat", "ours")]).set_index(["dataset", "approach"])
 robust = sens.unstack("perplexity")
-robust.columns = [f"{m} (perplexity {p:g})" for m, p in robust.columns]
+robust.columns = [f"{m} share (perplexity {p:g})" for m, p in robust.columns]
 robust = robust.join(overlap)
-report.save_table(robust, "table4_robustness", run_cfgs, n_queries=n_queries)
+report.save_table(robust, "table4_robustness", run_cfgs, n_queries=n_queries,
+                  legend=f"share (perplexity p) = Eq. 9-10 with neighbourhoods of perplexity p, over {QUERIES}; "
+                         "10-NN overlap with S / C = mean share of an item's 10 nearest neighbours (cosine) in "
+                         "the approach's embedding that are also among its 10 nearest in S / C; no paper value "
+                         "(the paper reports neither)")
 robust
 
 # %% [markdown]
@@ -163,8 +183,8 @@ claims = pd.DataFrame([{"dataset": n,
                         "concat dominated by semantic": t.loc["concat", "semantic"] > 0.5,
                         "ours more balanced than concat": abs(t.loc["ours", "semantic"] - 0.5) < abs(t.loc["concat", "semantic"] - 0.5),
                         "ours more collaborative than concat": t.loc["ours", "collaborative"] > t.loc["concat", "collaborative"],
-                        "concat dominated by semantic (kNN overlap)": overlap.loc[(n, "concat"), "knn10_overlap_semantic"] > overlap.loc[(n, "concat"), "knn10_overlap_collaborative"],
-                        "ours more collaborative than concat (kNN overlap)": overlap.loc[(n, "ours"), "knn10_overlap_collaborative"] > overlap.loc[(n, "concat"), "knn10_overlap_collaborative"]}
+                        "concat dominated by semantic (kNN overlap)": overlap.loc[(n, "concat"), "10-NN overlap with S"] > overlap.loc[(n, "concat"), "10-NN overlap with C"],
+                        "ours more collaborative than concat (kNN overlap)": overlap.loc[(n, "ours"), "10-NN overlap with C"] > overlap.loc[(n, "concat"), "10-NN overlap with C"]}
                        for n, t in ((n, ours.loc[n]) for n in names)]).set_index("dataset")
 claims
 

@@ -68,7 +68,11 @@ agree, labels = {}, {}
 for n, e in embs.items():
     agree[n], labels[n] = clusters.agreement(e, K, seed=cfgs[n].seed, references=references(n))
 ami = pd.concat(agree, names=["dataset"])
-report.save_table(ami, "fig5_cluster_agreement", run_cfgs, k=K, metric="adjusted mutual information")
+report.save_table(ami, "fig5_cluster_agreement", run_cfgs, k=K, metric="adjusted mutual information",
+                  legend=f"cell = adjusted mutual information between the {K}-cluster k-means labellings of the row's "
+                         "and the column's embedding (l2-normalised), all items; diagonal = the same embedding "
+                         "under another k-means seed; concat = [l2(E_C of DIN alone), l2(PCA of E_S)], ours = "
+                         "E_C trained with CKA; no paper value (the paper shows Figure 5 without a number)")
 ami
 
 # %% [markdown]
@@ -90,7 +94,10 @@ g.set_titles(row_template="{row_name}", col_template="{col_name}")
 report.save_figure(g.figure, "fig5_tsne", maps, run_cfgs, k=K, n_plot=n_plot)
 
 # %% [markdown]
-# Colour is each panel's own k-means labelling, so colours are comparable within a panel, not across.
+# *Figure `fig5_tsne.png`: t-SNE maps (scikit-learn, l2-normalised inputs, perplexity 30, PCA
+# initialisation, fixed seed) of the semantic, collaborative, concatenated and our embeddings on the
+# same seeded sample of items, each point coloured by its embedding's own 10-cluster k-means label
+# (computed on all items). Colours are comparable within a panel, not across panels.*
 #
 # ## Which of the paper's claims hold here
 # (1) the concatenation's clusters agree with the semantic ones more than with the collaborative

@@ -208,7 +208,7 @@ def weighted_concat(semantic: np.ndarray, collaborative: np.ndarray, weight: flo
 ROLES = ("semantic", "collaborative", "concat", "ours")
 
 
-def modality_embeddings(cfg: C.RunConfig, progress: bool = False) -> dict[str, np.ndarray]:
+def modality_embeddings(cfg: C.RunConfig, progress: bool = True) -> dict[str, np.ndarray]:
     """The embeddings paper 4.3 compares, for ``cfg``'s data set (Stage I runs if not cached):
 
     * ``semantic`` S: the frozen text embeddings E_S [n, d_S];
