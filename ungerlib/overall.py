@@ -151,6 +151,194 @@ def tune(cfg: C.RunConfig, model: str) -> Tuned:
     return Tuned(model, best, pd.DataFrame(rows))
 
 
+# --------------------------------------------------------------------------- the other rows
+
+def reference_rankings(cfg: C.RunConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Per-user top-20 rankings of the simple references: popularity (training-target counts; both
+    rankings) and the cosine kNN from the user's last item on the Stage I embeddings that Stage II
+    quantises (history excluded only: with every item ranked, its first item is the last item itself)."""
+    from .analysis import knn_rankings, popularity_rankings
+    from .data import get_splits
+    from .stage1 import stage1_embeddings
+
+    _, splits = get_splits(cfg)
+    emb = stage1_embeddings(cfg, progress=False).integrated
+    pop, knn = {}, {}
+    for split in ("valid", "test"):
+        ex = getattr(splits, split)
+        pop[f"{split}_all"] = popularity_rankings(splits, ex, 20)
+        pop[f"{split}_excl"] = popularity_rankings(splits, ex, 20, exclude_history=True)
+        knn[f"{split}_excl"] = knn_rankings(emb, ex, 20)
+    return {REFERENCES[0]: pop, REFERENCES[1]: knn}
+
+
+def unger_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
+    """UNGER's per-user top-20 rankings from :func:`ungerlib.stage2.evaluate_stage2` (cached artefact)."""
+    from pathlib import Path
+
+    from .stage2 import evaluate_stage2
+
+    path = Path(evaluate_stage2(cfg)["path"])
+    return {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
+
+
+@dataclass
+class Overall:
+    """Everything Table 3 needs for one data set: per-row rankings (``rows[name][tag]``), the tuned
+    rerun models and the targets of each split."""
+
+    dataset: str
+    rows: dict[str, dict[str, np.ndarray]]
+    tuned: dict[str, Tuned]
+    targets: dict[str, np.ndarray]
+
+
+def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True) -> Overall:
+    """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings."""
+    from .data import get_splits
+
+    _, splits = get_splits(cfg)
+    tuned = {m: tune(cfg, m) for m in models}
+    rows: dict[str, dict[str, np.ndarray]] = {m: {t: t_.best.rankings(t) for t in TAGS} for m, t_ in tuned.items()}
+    rows.update(reference_rankings(cfg))
+    if with_unger:
+        rows["UNGER (ours)"] = unger_rankings(cfg)
+    return Overall(cfg.data.dataset, rows, tuned, {"valid": splits.valid.target, "test": splits.test.target})
+
+
+def kind(row: str) -> str:
+    """Where a row of Table 3 comes from."""
+    if row in BEYOND_PAPER:
+        return "rerun, beyond the paper"
+    if row in RERUN:
+        return "rerun"
+    if row in REFERENCES:
+        return "reference"
+    if row.startswith("UNGER"):
+        return "ours"
+    return "cited (paper)"
+
+
+def table3(results: list[Overall], split: str = "test") -> pd.DataFrame:
+    """Table 3, long form: one row per (data set, model, ranking) with Recall/NDCG@10/20 on ``split``,
+    every rerun row, reference and UNGER scored by :func:`ungerlib.metrics.rank_metrics`, plus the
+    paper's cited rows (its numbers, its protocols) under the ranking ``excl``."""
+    from .metrics import rank_metrics
+    from .report import PAPER_TABLE3, PAPER_TABLE3_REIMPLEMENTED
+
+    out = []
+    for res in results:
+        for name, ranks in res.rows.items():
+            for ranking in ("all", "excl"):
+                tag = f"{split}_{ranking}"
+                if tag in ranks:
+                    out.append({"dataset": res.dataset, "model": name, "kind": kind(name), "ranking": ranking,
+                                **rank_metrics(ranks[tag], res.targets[split])})
+        if split == "test" and res.dataset in PAPER_TABLE3.index.get_level_values(0):
+            for model, vals in PAPER_TABLE3.loc[res.dataset].iterrows():
+                note = " (paper's rerun*)" if model in PAPER_TABLE3_REIMPLEMENTED else ""
+                out.append({"dataset": res.dataset, "model": f"{model}{note}", "kind": "cited (paper)",
+                            "ranking": "paper", **vals.to_dict()})
+    df = pd.DataFrame(out).set_index(["dataset", "model", "ranking"])
+    return df[["kind", *METRICS]]
+
+
+def mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 as text with the best value of each column **bold** and the second best _italic_,
+    within each data set among the rows ranked with history excluded and the cited rows (the fair
+    comparison: the paper's classical rows come from S3-Rec's full-sort protocol, which drops seen items),
+    and separately among the rows with every item ranked."""
+    shown = table.copy()
+    for col in METRICS:
+        shown[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    for ds in table.index.get_level_values(0).unique():
+        for group in (("excl", "paper"), ("all",)):
+            sel = table.index.get_level_values(0).isin([ds]) & table.index.get_level_values(2).isin(group)
+            for col in METRICS:
+                vals = table.loc[sel, col].dropna().sort_values(ascending=False)
+                for pos, fmt in zip(range(2), ("**{}**", "_{}_")):
+                    if pos < len(vals):
+                        idx = vals.index[pos]
+                        shown.loc[idx, col] = fmt.format(shown.loc[idx, col])
+    return shown
+
+
+def versus_paper(results: list[Overall]) -> pd.DataFrame:
+    """Each rerun model's test metrics, both rankings, next to the paper's number for the same model
+    (where its Table 3 has one) and the relative difference of the history-excluded ranking."""
+    from .report import PAPER_TABLE3
+
+    t = table3(results)
+    rows = []
+    for (ds, model, ranking), r in t.iterrows():
+        if r["kind"].startswith("rerun") and ranking == "excl":
+            paper = PAPER_TABLE3.loc[(ds, model)] if (ds, model) in PAPER_TABLE3.index else None
+            for m in METRICS:
+                p = None if paper is None else float(paper[m])
+                rows.append({"dataset": ds, "model": model, "metric": m, "ours, all items": t.loc[(ds, model, "all"), m],
+                             "ours, history excluded": r[m], "paper": p,
+                             "excl vs paper": None if p is None else (r[m] - p) / p})
+    return pd.DataFrame(rows).set_index(["dataset", "model", "metric"])
+
+
+def tuning(results: list[Overall]) -> pd.DataFrame:
+    """Every grid setting tried, its validation metrics (all items), best epoch and wall time; the
+    selected one marked."""
+    out = []
+    for res in results:
+        for model, t in res.tuned.items():
+            g = t.grid.copy()
+            g["selected"] = [r == t.best.metrics["valid_all"][SELECT] for r in g["valid ndcg@20"]]
+            g.insert(0, "model", model)
+            g.insert(0, "dataset", res.dataset)
+            out.append(g)
+    return pd.concat(out).set_index(["dataset", "model", "setting"]) if out else pd.DataFrame()
+
+
+def times(results: list[Overall]) -> pd.DataFrame:
+    """Per rerun model and data set: the selected run's wall time (training, per-epoch validation and
+    the final rankings), epochs run and selected, threads, the whole grid's wall time, and the loss."""
+    out = []
+    for res in results:
+        for model, t in res.tuned.items():
+            i = t.best.info
+            out.append({"dataset": res.dataset, "model": model, "selected run s": i.get("wall_s"),
+                        "grid s": float(t.grid["wall s"].sum()), "grid size": len(t.grid),
+                        "epochs run": i.get("epochs_run"), "best epoch": i.get("best_epoch"),
+                        "threads": i.get("threads"), "loss": i.get("loss")})
+    return pd.DataFrame(out).set_index(["dataset", "model"])
+
+
+def significance(res: Overall, metrics: tuple[str, ...] = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> pd.DataFrame:
+    """Paired tests over test users of UNGER against the best rerun baseline, for each ranking.
+
+    The best baseline is chosen on **validation** NDCG@20 (same ranking), never on test; per-user
+    values come from :func:`ungerlib.metrics.per_user` and the tests from
+    :func:`ungerlib.significance.paired_test` (two-sided paired t-test and Wilcoxon signed-rank)."""
+    from .metrics import per_user, rank_metrics
+    from .significance import paired_test
+
+    ours = "UNGER (ours)"
+    if ours not in res.rows:
+        raise BaselineError("significance needs UNGER's rankings (overall(..., with_unger=True))")
+    rerun = [m for m in res.rows if m in RERUN]
+    if not rerun:
+        raise BaselineError("significance needs at least one rerun baseline")
+    out = []
+    for ranking in ("all", "excl"):
+        best = max(rerun, key=lambda m: rank_metrics(res.rows[m][f"valid_{ranking}"], res.targets["valid"])[SELECT])
+        a = per_user(res.rows[ours][f"test_{ranking}"], res.targets["test"])
+        b = per_user(res.rows[best][f"test_{ranking}"], res.targets["test"])
+        for m in metrics:
+            t = paired_test(a[m], b[m])
+            out.append({"dataset": res.dataset, "ranking": ranking, "baseline": best, "metric": m,
+                        "UNGER": t["mean_a"], "baseline value": t["mean_b"],
+                        "relative": (t["mean_a"] - t["mean_b"]) / t["mean_b"] if t["mean_b"] else np.nan,
+                        "t-test p": t["t_pvalue"], "Wilcoxon p": t["wilcoxon_pvalue"],
+                        "UNGER better, p < 0.05": bool(t["mean_a"] > t["mean_b"] and t["t_pvalue"] < 0.05)})
+    return pd.DataFrame(out).set_index(["dataset", "ranking", "metric"])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=C.PROFILES)
