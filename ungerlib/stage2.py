@@ -144,8 +144,16 @@ class UNGER(nn.Module):
         self.register_buffer("path", torch.from_numpy(path))
         self.register_buffer("leaf", torch.from_numpy(path[np.arange(n), table.lengths - 1]))
         n_nodes = len(table.node_item)
-        node_level = table.node_depth.astype(np.int64)
-        self.register_buffer("node_level", torch.from_numpy(node_level))
+        # each node's existing children, packed: child node ids and their tokens [N, C], -1 padded
+        n_kids = (table.next_node >= 0).sum(1)
+        C_max = max(int(n_kids.max()), 1)
+        kids = np.full((n_nodes, C_max), -1, dtype=np.int64)
+        kid_tok = np.full((n_nodes, C_max), K, dtype=np.int64)  # padding scatters to the spare column K
+        for node in np.flatnonzero(n_kids):
+            t = np.flatnonzero(table.next_node[node] >= 0)
+            kids[node, :len(t)], kid_tok[node, :len(t)] = table.next_node[node, t], t
+        self.register_buffer("kids", torch.from_numpy(kids))
+        self.register_buffer("kid_tok", torch.from_numpy(kid_tok))
 
         self.node_tokens = s2.decoder_tokens == "node"
         std = d ** -0.5  # tied output: logits start with unit variance
@@ -224,20 +232,22 @@ class UNGER(nn.Module):
     def _bos(self) -> torch.Tensor:
         return self.node_emb[0] if self.node_tokens else self.dec_tok.weight[self.Lc * self.K]
 
-    def logits(self, h: torch.Tensor, node: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
-        """Scores of the K possible next tokens: h [R, d] at rows whose prefix is trie ``node`` [R]
-        and whose next token is at ``level`` (int, or [R]) -> [R, K]; missing children are -inf
-        under ``valid_children``."""
-        child = self.next_node[node]  # [R, K]
-        if self.node_tokens:
-            c = child.clamp(min=0)
-            out = torch.einsum("rd,rkd->rk", h, self.node_emb[c]) + self.node_bias[c]
-        elif isinstance(level, int):
-            out = h @ self.head[level].T
-        else:
-            out = torch.einsum("rd,rkd->rk", h, self.head[level])
+    def logits(self, h: torch.Tensor, node: torch.Tensor, level: int) -> torch.Tensor:
+        """Scores of the K possible next tokens: h [R, d] at rows whose prefix is trie ``node`` [R] and
+        whose next token is at code level ``level`` -> [R, K]; missing children are -inf under
+        ``valid_children`` (always with ``node`` tokens)."""
+        if self.node_tokens:  # tied: a child's score is <h, its node embedding> + its bias
+            kids, tok = self.kids[node], self.kid_tok[node]  # [R, C]
+            if level == 0:  # every row is at the root: one GEMM
+                vals = h @ self.node_emb[kids[0].clamp(min=0)].T
+            else:
+                vals = torch.einsum("rd,rcd->rc", h, self.node_emb[kids.clamp(min=0)])
+            vals = (vals + self.node_bias[kids.clamp(min=0)]).masked_fill(kids < 0, -torch.inf)
+            out = h.new_full((len(h), self.K + 1), -torch.inf).scatter(1, tok, vals)
+            return out[:, :self.K]
+        out = h @ self.head[level].T
         if self.s2.valid_children:
-            out = out.masked_fill(child < 0, -torch.inf)
+            out = out.masked_fill(self.next_node[node] < 0, -torch.inf)
         return out
 
     def decode(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor, caches: list | None = None) -> torch.Tensor:
@@ -281,8 +291,7 @@ class UNGER(nn.Module):
         x = torch.cat([self._bos().expand(B, 1, -1), tok, self.dis.expand(B, 1, -1)], 1)  # [c_dis] at n_real + 1
         h = self.decode(self.drop(x + self.dec_pos), mem, mask)
         prefix = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=code.device), path[:, :-1].clamp(min=0)], 1)
-        logits = self.logits(h[:, :self.Lc].reshape(B * self.Lc, -1), prefix.reshape(-1),
-                             lvl.repeat(B)).view(B, self.Lc, self.K)
+        logits = torch.stack([self.logits(h[:, l], prefix[:, l], l) for l in range(self.Lc)], 1)  # [B, Lc, K]
         logits = torch.where((code >= 0)[..., None], logits, 0.0)  # past a code's end: ignored, kept finite
         dis = h[torch.arange(B), n_real + 1]  # [c_dis] right after the last real token
         return logits, code, self.ikd(dis)
@@ -328,22 +337,25 @@ def _check_inputs(splits: Splits, table: CodeTable, integrated: np.ndarray) -> N
         raise ValueError("integrated embeddings contain NaN/inf")
 
 
-def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, max_hist: int, seed: int) -> UNGER:
+def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, max_hist: int, seed: int,
+                model_cls: type[UNGER] = UNGER) -> UNGER:
+    """A freshly initialised ``model_cls`` (UNGER or a subclass: variants outside the paper) on DEVICE."""
     torch.manual_seed(seed)
-    return UNGER(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
+    return model_cls(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
 
 
 def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: C.RunConfig,
                  work_dir: Path | None = None, progress: bool = True,
-                 after_epoch: Callable[[int], None] | None = None) -> tuple[UNGER, list[dict[str, float]]]:
+                 after_epoch: Callable[[int], None] | None = None,
+                 model_cls: type[UNGER] = UNGER) -> tuple[UNGER, list[dict[str, float]]]:
     """Train with Eq. 8 (:func:`ungerlib.train.fit`); keep the epoch with the best validation NDCG@20
-    (beam ``eval_beam``, every item ranked)."""
+    (beam ``eval_beam``, every item ranked). ``model_cls``: a subclass of :class:`UNGER` to train instead."""
     from .beam import recommend
     from .train import Schedule, fit, shuffled_batches
 
     _check_inputs(splits, table, integrated)
     s2 = cfg.stage2
-    model = build_model(table, integrated, s2, splits.max_len, cfg.seed)
+    model = build_model(table, integrated, s2, splits.max_len, cfg.seed, model_cls)
     E = torch.from_numpy(integrated.astype(np.float32)).to(DEVICE)
     tr, n = splits.train, splits.n_items
     lengths = tr.lengths

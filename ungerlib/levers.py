@@ -1,0 +1,61 @@
+"""The Stage II levers, compared on validation only (notebook 04, README "Stage II levers").
+
+Each row of :data:`STAGE2_LEVERS` names every lever setting, so a row means the same model whatever
+the profile's defaults are; rows add one change at a time to the paper-literal reading of the model
+(row A), then vary the IKD form and the training length. :func:`lever_table` trains each row (cached
+Stage II artefacts: a row run before is loaded, never retrained) and reports its best validation
+epoch. Rows run at a short screening budget (:data:`SCREEN`); the adopted default is then trained at
+the profile's full budget. Selection uses validation NDCG@20 (every item ranked) and nothing else.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from . import config as C
+
+# The settings every row names (the profile's values of other Stage II fields apply unchanged).
+LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau")
+
+_LITERAL = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "init": "random",
+            "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0}
+_NODE = {**_LITERAL, "decoder_tokens": "node", "valid_children": True}
+
+STAGE2_LEVERS: dict[str, dict[str, Any]] = {
+    "A paper-literal: code-sum history, per-level tokens, softmax over all K": _LITERAL,
+    "B = A + softmax over valid children": {**_LITERAL, "valid_children": True},
+    "C = B + per-node tokens tied with the output": _NODE,
+    "D = C + item embedding in the history (item only)": {**_NODE, "history_tokens": "item"},
+    "E = C + item embedding in the history (code sum + item)": {**_NODE, "history_tokens": "both"},
+    "F = E + item/node embeddings from Stage I": {**_NODE, "history_tokens": "both", "init": "stage1"},
+    "G = F with IKD cosine / tau 0.1 (EAGER)": {**_NODE, "history_tokens": "both", "init": "stage1",
+                                                "ikd_sim": "cosine", "ikd_tau": 0.1},
+    "H = F without IKD (beta = 0)": {**_NODE, "history_tokens": "both", "init": "stage1", "ikd": False},
+}
+# The screening budget of every row: a full cosine schedule over few epochs, length-bucketed batches.
+SCREEN = {"epochs": 5, "bucket": 8}
+
+
+def lever_config(cfg: C.RunConfig, row: str, budget: dict[str, Any] | None = None) -> C.RunConfig:
+    """``cfg`` with lever row ``row``'s settings and the screening budget (or ``budget``)."""
+    if row not in STAGE2_LEVERS:
+        raise C.ConfigError(f"unknown Stage II lever row {row!r}; known: {list(STAGE2_LEVERS)}")
+    return cfg.replace(stage2={**STAGE2_LEVERS[row], **(SCREEN if budget is None else budget)})
+
+
+def lever_table(cfg: C.RunConfig, rows: list[str] | None = None, budget: dict[str, Any] | None = None,
+                progress: bool = False) -> pd.DataFrame:
+    """Best validation epoch of every lever row on ``cfg``'s data set: Recall/NDCG@10/20, the epoch,
+    and the median training seconds per epoch. Trains rows not in the artefact cache."""
+    from .stage2 import run_stage2
+
+    out = []
+    for row in rows or list(STAGE2_LEVERS):
+        _, hist = run_stage2(lever_config(cfg, row, budget), progress=progress)
+        best = max(hist, key=lambda h: h["valid_ndcg@20"])
+        train_s = sorted(h["train_s"] for h in hist)[len(hist) // 2]
+        out.append({"row": row, **{k[6:]: best[k] for k in ("valid_recall@10", "valid_ndcg@10",
+                                                                "valid_recall@20", "valid_ndcg@20")},
+                    "best epoch": best["epoch"], "epochs": len(hist), "train s/epoch": round(train_s)})
+    return pd.DataFrame(out).set_index("row")
