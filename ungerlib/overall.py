@@ -48,7 +48,7 @@ _BASE: dict[str, dict[str, dict[str, Any]]] = {
     # cpu: every run capped at about 30 min per data set on one thread of a shared 2-core machine
     "cpu": {
         "SASRec": {"n_epochs": 40, "patience": 3, "batch_size": 512},
-        "BERT4Rec": {"n_epochs": 200, "patience": 10, "batch_size": 128},
+        "BERT4Rec": {"n_epochs": 100, "patience": 10, "batch_size": 128},
         "GRU4Rec": {"n_epochs": 20, "patience": 3, "batch_size": 512},
         "TIGER": {"n_epochs": 4, "patience": 2, "val_users": 2000},
         "LightGCN": {"epochs": 60, "patience": 5},
