@@ -68,7 +68,9 @@ _BASE: dict[str, dict[str, dict[str, Any]]] = {
 _GRID: dict[str, dict[str, list[dict[str, Any]]]] = {
     "smoke": {m: [{}] for m in RERUN},
     "cpu": {
-        "SASRec": [{"embedding_dim": d, "dropout": p} for d in (64, 128) for p in (0.5, 0.2)],
+        # dropout 0.5 is the SASRec paper's for the sparse Amazon sets; 64-d at 0.5 plateaued on Beauty
+        # validation by epoch ~10 without overfitting, so the second setting adds capacity.
+        "SASRec": [{"embedding_dim": d, "dropout": 0.5} for d in (64, 128)],
         "BERT4Rec": [{"mask_prob": p} for p in (0.2, 0.4)],
         "GRU4Rec": [{"learning_rate": lr} for lr in (0.05, 0.1)],
         "TIGER": [{}],
