@@ -32,6 +32,7 @@ METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
 RERUN = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "AlphaRec")
 BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
 REFERENCES = ("popularity", "kNN (last item, Stage I)")
+DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
 CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
 
 # Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
@@ -195,8 +196,10 @@ class Overall:
     targets: dict[str, np.ndarray]
 
 
-def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True) -> Overall:
-    """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings."""
+def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True,
+            with_discrec: bool = False) -> Overall:
+    """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings
+    (and, with ``with_discrec``, the DiscRec-style Stage II variant's, :mod:`ungerlib.discrec`)."""
     from .data import get_splits
 
     _, splits = get_splits(cfg)
@@ -205,6 +208,13 @@ def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_
     rows.update(reference_rankings(cfg))
     if with_unger:
         rows["UNGER (ours)"] = unger_rankings(cfg)
+    if with_discrec:
+        from pathlib import Path
+
+        from .discrec import evaluate_discrec
+
+        path = Path(evaluate_discrec(cfg)["path"])
+        rows[DISCREC] = {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
     return Overall(cfg.data.dataset, rows, tuned, {"valid": splits.valid.target, "test": splits.test.target})
 
 
@@ -216,6 +226,8 @@ def kind(row: str) -> str:
         return "rerun"
     if row in REFERENCES:
         return "reference"
+    if row == DISCREC:
+        return "ours, variant beyond the paper"
     if row.startswith("UNGER"):
         return "ours"
     return "cited (paper)"
