@@ -39,6 +39,7 @@ def tiger_scores(m: Any, beams: int) -> ScoreFn:
     import torch.nn.functional as F
 
     def score(hist: np.ndarray) -> np.ndarray:
+        m._ensure_device(torch)  # Cornac's fit leaves the model on the CPU
         model = m.model.eval()
         B = len(hist)
         h = right_aligned(hist[:, -m.max_len:], m.pad_idx)
@@ -114,8 +115,11 @@ def fit_and_rank(params: dict[str, Any], ds: Dataset, splits: Splits, seed: int,
     train_set.add_modalities(item_feature=fm)
     lib = {k: v for k, v in s.items() if k not in ("patience", "val_users")}
     beams = max(int(lib["n_beams"]), 20)
-    model = _tiger(**lib, seed=seed, verbose=False, model_selection="best", val_eval_every=1, device="cpu")
-    model.device_ = "cpu"
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # as Stage II (stage2.DEVICE)
+    model = _tiger(**lib, seed=seed, verbose=False, model_selection="best", val_eval_every=1, device=device)
+    model.device_ = device
     rankings, history, info = fit_tracked(model, lambda m: tiger_scores(m, beams), None, train_set, splits, s,
                                           seed, int(s["val_users"]))
     info["semantic_id_collisions"] = int((model.sid_table[:, -1] > 0).sum())
