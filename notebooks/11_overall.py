@@ -70,7 +70,7 @@ vs
 # ## Tuning (validation only) and time
 # Every grid setting with its validation metrics (every item ranked); the selected setting is the best
 # validation NDCG@20. Wall times are for one thread of a shared 2-core machine (`cpu` profile) and
-# include the per-epoch validation and the final rankings; epochs are capped per model (`overall.GRIDS`).
+# include the per-epoch validation and the final rankings; epochs are capped per model (`overall.grid(profile, model)`, `docs/BASELINES.md`).
 
 # %%
 tuned = overall.tuning(results)

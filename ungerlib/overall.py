@@ -6,7 +6,7 @@ Rows and where they come from:
 * **rerun** on our splits with our metrics (:mod:`ungerlib.baselines` protocol): SASRec, BERT4Rec,
   GRU4Rec and TIGER from Cornac (:mod:`ungerlib.cornac_baselines`; TIGER gets our semantic
   embeddings as item features); *beyond the paper*: LightGCN and AlphaRec (:mod:`ungerlib.alpharec`).
-  Each is tuned on validation NDCG@20 over the small grid :data:`GRIDS` states for the profile.
+  Each is tuned on validation NDCG@20 over the small grid that :func:`grid` states for the profile (fixed settings ``_BASE``, tuned entries ``_GRID``).
 * **references**: popularity and the cosine kNN from the user's last item on the Stage I embeddings
   that are quantised (what notebook 04 computes), so a reader sees how far each model is above them.
 * **cited**: the paper's Table 3 rows (:data:`ungerlib.report.PAPER_TABLE3`), other protocols.
