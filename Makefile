@@ -1,6 +1,8 @@
 # The two commands a newcomer needs (see README):
 #   make figures   set up .venv and regenerate every table and figure on the default (cpu) profile
-#   make test      set up .venv and run the unit tests and the notebooks (smoke profile) under nbval
+#   make test      set up .venv and run the unit tests and the notebooks (smoke profile) under nbval,
+#                  then check that no smoke table is stale (python -m ungerlib.reproduce --check)
+#   make determinism  run the smoke notebooks twice from empty caches and compare every table
 PROFILE ?= cpu
 PY := .venv/bin/python
 
@@ -15,9 +17,17 @@ setup: .venv/.installed
 
 figures: setup
 	$(PY) -m ungerlib.reproduce --profile $(PROFILE)
+	$(PY) -m ungerlib.reproduce --profile $(PROFILE) --check
 
+# The smoke notebooks' outputs must name every artefact they read, under keys the current code
+# computes (--allow-dirty: a local tree with uncommitted edits; CI's fresh clone is clean anyway).
 test: setup
 	$(PY) -m pytest -q tests
 	$(PY) -m ungerlib.reproduce --profile smoke --nbval
+	$(PY) -m ungerlib.reproduce --profile smoke --check --allow-dirty
 
-.PHONY: setup figures test
+# Every table of two smoke runs from empty caches is byte-identical (wall-clock *_s columns aside).
+determinism: setup
+	$(PY) tools/check_determinism.py --profile smoke
+
+.PHONY: setup figures test determinism

@@ -20,7 +20,7 @@
 # item text the semantic encoder reads, and checks that the frozen semantic embedding space
 # (E_S, paper 3.3) makes sense: nearest neighbours and a similarity histogram.
 #
-# Profiles: `smoke` (synthetic data, hashing encoder, seconds), `cpu` (real Amazon 2014, MiniLM),
+# Profiles: `smoke` (synthetic data, hashing encoder, about half a minute of CPU for the chain), `cpu` (real Amazon 2014, MiniLM),
 # `paper` (real data, Llama-2-7b on a GPU).
 
 # %% tags=["parameters"]
@@ -42,8 +42,9 @@ names
 # ## Table 2
 #
 # Our copies are the widely used S3-Rec/P5 preprocessing of the 2014 dump. Users and items equal the
-# paper's; interactions are slightly higher (by 142, 162 and 71): the paper's counts come from a
-# slightly different de-duplication of the raw reviews that we cannot reproduce from its text.
+# paper's; interactions are slightly higher (the `difference` columns of the table, saved as
+# `table2_datasets.md`): the paper's counts come from a slightly different de-duplication of the raw
+# reviews that we cannot reproduce from its text.
 # Sports item text is brand + category path + keywords, **not titles** (no public copy has them).
 
 # %%
@@ -95,7 +96,15 @@ checks
 sims = pd.concat(sims, ignore_index=True)
 g = sns.displot(sims, x="cosine", hue="pair", col="dataset", kind="hist", stat="density",
                 common_norm=False, bins=60, height=3, aspect=1.3)
+g.set_titles("{col_name}")
+g.set_axis_labels("cosine similarity of two items' text embeddings", "probability density")
+g.legend.set_title("item pair")
 report.save_figure(g.figure, "embedding_similarity", sims, list(cfgs.values()))
+
+# %% [markdown]
+# *Figure `embedding_similarity.png`: per data set, how similar the semantic embeddings E_S of two
+# items are, for random pairs and for pairs sharing a leaf category (sampled pairs; each histogram
+# integrates to 1).*
 
 # %% [markdown]
 # Items sharing a leaf category are markedly more similar than random pairs. Nearest neighbours of three items:

@@ -26,10 +26,10 @@
 # * **RQ-VAE** (TIGER): `rq_levels` residual codebooks plus a last token that disambiguates
 #   colliding items; the paper notes it "suffers from persistent codebook conflicts".
 #
-# For each table we show the code-length histogram, first-level usage, collisions before
-# disambiguation, and whether items sharing a first-level code share a category more often than
-# random pairs (the property 4.6 credits for hkmeans winning). The recommendation metrics of
-# Fig 8-9 come from Stage II (notebook 09).
+# For each table we show the code lengths, first-level usage, collisions before disambiguation,
+# and whether items sharing a first-level code share a category more often than random pairs (the
+# property 4.6 credits for hkmeans winning). The recommendation metrics of Fig 8-9 come from
+# Stage II (notebook 09).
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -37,7 +37,6 @@ datasets = None  # None: the profile's data sets
 
 # %%
 import pandas as pd
-import seaborn as sns
 from ungerlib import config, data, report
 from ungerlib.codes import item_codes
 
@@ -57,24 +56,29 @@ cols = ["n_items", "K", "length_hist", "mean_length", "first_level_used", "mean_
         "max_items_per_first_code", "n_collisions", "same_category_shared_prefix", "same_category_random_pair"]
 reps = {(n, m): t.report(items[n]) for (n, m), t in tables.items()}
 rep = pd.DataFrame({k: {c: r[c] for c in cols} for k, r in reps.items()}).T.rename_axis(["dataset", "method"])
-rep["length_hist"] = rep["length_hist"].astype(str)
+rep["length_hist"] = rep["length_hist"].map(lambda h: ", ".join(f"{k}: {v}" for k, v in h.items()))
+for c in cols:
+    if c != "length_hist":
+        rep[c] = pd.to_numeric(rep[c])
 report.save_table(rep, "codes_report", list(cfgs.values()))
 rep
 
 # %% [markdown]
 # ## Code lengths
+# Read from the `code lengths` column above (length: number of items):
 
 # %%
-counts = pd.concat([pd.DataFrame({"dataset": n, "method": m, "code_length": t.lengths})
-                    for (n, m), t in tables.items()])
-counts = counts.value_counts().rename("items").reset_index().sort_values(["dataset", "method", "code_length"])
-g = sns.catplot(counts, x="code_length", y="items", row="dataset", col="method", kind="bar", height=2.6,
-                aspect=1.1, sharex=False, sharey=False)
-g.set_titles("{row_name} · {col_name}")
-report.save_figure(g.figure, "codes_length_hist", counts, list(cfgs.values()))
+for (n, m), r in reps.items():
+    lengths = r["length_hist"]
+    what = (f"every item has a code of length {next(iter(lengths))}" if len(lengths) == 1 else
+            "codes of length " + ", ".join(f"{k} ({v} items)" for k, v in lengths.items()))
+    print(f"{n}, {m}: {what}")
 
 # %% [markdown]
-# Hierarchical k-means and its shuffled copy have the same shape, but only hkmeans groups items of the same category under a shared first-level code; RQ-VAE codes are one token longer and carry a disambiguation token wherever its codebooks collide.
+# Hierarchical k-means and its shuffled copy have the same shape, but only hkmeans groups items of the
+# same category under a shared first-level code (`same category, shared first code` against `random pair`
+# in `codes_report.md`); RQ-VAE codes have `codes.rq_levels` tokens plus a disambiguation token, which
+# separates the items its codebooks collide on (`collisions`).
 
 # %%
 # Checks on this notebook's own results (nbval fails if any does not hold).

@@ -129,3 +129,165 @@ def test_stage1_key_leaves_out_the_integrated_choice():
     other = cfg.replace(stage1={"integrated": "sum"})
     assert config.artefact_key(cfg, "stage1") == config.artefact_key(other, "stage1")
     assert config.artefact_key(cfg, "codes") != config.artefact_key(other, "codes")
+
+
+# --------------------------------------------------------------------------- every setting checked up front
+
+@pytest.mark.parametrize("over, msg", [
+    ({"stage1": {"epochs": "3"}}, r"stage1.epochs must be an integer, got '3' \(str\)"),
+    ({"codes": {"method": "kmeans"}}, r"codes.method must be one of 'hkmeans', 'random', 'rqvae', got 'kmeans'"),
+    ({"stage2": {"batch_size": 0}}, r"stage2.batch_size must be positive, got 0"),
+    ({"stage1": {"lr": -1}}, r"stage1.lr must be positive, got -1"),
+    ({"stage2": {"dropout": 1.0}}, r"stage2.dropout must lie in \[0, 1\)"),
+    ({"stage2": {"epochs": 0}}, r"stage2.epochs must be at least 1"),
+    ({"codes": {"K": 1}}, r"codes.K must be at least 2"),
+    ({"stage1": {"alpha": True}}, r"stage1.alpha must be a number, got True"),
+    ({"stage1": {"tau": float("nan")}}, r"stage1.tau must be a number"),
+    ({"semantic": {"fp16": "yes"}}, r"semantic.fp16 must be true or false"),
+    ({"semantic": {"pooling": "max"}}, r"semantic.pooling must be one of"),
+    ({"stage1": {"integrated": "average"}}, r"stage1.integrated must be one of"),
+    ({"eval": {"ks": []}}, r"eval.ks must be a non-empty list of integers"),
+    ({"eval": {"ks": [10, 0]}}, r"eval.ks must be at least 1"),
+    ({"data": {"seq_len": [2, 9]}}, r"data.seq_len must be at least 3"),
+    ({"data": {"seq_len": [9, 5]}}, r"data.seq_len must be \(shortest, longest\)"),
+    ({"data": {"root": 3}}, r"data.root must be a string or null"),
+    ({"stage2": {"n_heads": 3}}, r"stage2.d_model \(32\) must be a multiple of stage2.n_heads \(3\)"),
+    ({"seed": -1}, r"seed must be at least 0"),
+    ({"stage2": 5}, r"\[stage2\] must be a mapping"),
+])
+def test_bad_settings_fail_when_the_config_is_built(over, msg):
+    with pytest.raises(ConfigError, match=msg):
+        config.profile("smoke", **over)
+
+
+def test_settings_are_normalised_and_dataclasses_check_themselves():
+    cfg = config.profile("smoke", stage1={"alpha": 0}, eval={"ks": [5, 10]})
+    assert cfg.stage1.alpha == 0.0 and isinstance(cfg.stage1.alpha, float)  # same key as 0.0
+    assert cfg.eval.ks == (5, 10)
+    assert store.config_hash(config.artefact_key(cfg, "stage1")) == store.config_hash(
+        config.artefact_key(config.profile("smoke", stage1={"alpha": 0.0}, eval={"ks": [5, 10]}), "stage1"))
+    with pytest.raises(ConfigError, match="stage2.lr must be positive"):
+        config.Stage2Config(lr=0.0)  # built directly, not through from_dict
+    with pytest.raises(ConfigError, match="stage1.epochs must be at least 1"):
+        import dataclasses
+        dataclasses.replace(config.profile("smoke").stage1, epochs=0)
+
+
+def test_every_numeric_setting_has_a_range_and_literals_match_the_code():
+    from typing import get_args, get_type_hints
+
+    from ungerlib import stage1
+
+    for sec, cls in get_type_hints(config.RunConfig).items():
+        if not isinstance(cls, type) or not hasattr(cls, "__dataclass_fields__"):
+            hints = {sec: cls}
+            sec = ""
+        else:
+            hints = get_type_hints(cls)
+        for name, hint in hints.items():
+            kinds = {hint, *get_args(hint)}
+            if kinds & {int, float}:
+                assert config._rule(sec, name), f"{sec}.{name} has no entry in config.RANGES"
+    assert get_args(get_type_hints(config.Stage1Config)["integrated"]) == stage1.INTEGRATED
+    assert get_args(get_type_hints(config.Stage1Config)["variant"]) == stage1.VARIANTS
+
+
+def test_set_accepts_plain_values_and_json():
+    over = config.parse_overrides(["codes.method=rqvae", "stage2.epochs=3", "stage1.lr=2e-3", "stage2.ikd=false",
+                                   "eval.ks=10,20", "seed=7", "data.root=null", "semantic.encoder=123",
+                                   'semantic.template="{title}"', "eval.beam=[5]"])
+    assert over == {"codes": {"method": "rqvae"}, "stage2": {"epochs": 3, "ikd": False}, "stage1": {"lr": 0.002},
+                    "eval": {"ks": [10, 20], "beam": [5]}, "seed": 7, "data": {"root": None},
+                    "semantic": {"encoder": "123", "template": "{title}"}}
+    with pytest.raises(ConfigError, match="eval.beam must be an integer"):  # parsed, then checked
+        config.profile("smoke", **over)
+    cfg = config.profile("smoke", **config.parse_overrides(["codes.method=rqvae", "stage2.epochs=3", "eval.ks=[5]"]))
+    assert (cfg.codes.method, cfg.stage2.epochs, cfg.eval.ks) == ("rqvae", 3, (5,))
+    with pytest.raises(ConfigError, match=r"stage1.epochs must be an integer, got '3'"):
+        config.profile("smoke", **config.parse_overrides(['stage1.epochs="3"']))
+
+
+@pytest.mark.parametrize("item, msg", [
+    ("epochs=3", r"unknown setting 'epochs'; did you mean stage1.epochs or stage2.epochs\?"),
+    ("stage3.epochs=3", r"unknown section 'stage3'"),
+    ("stage2.epoch=3", r"unknown setting 'epoch' in \[stage2\]"),
+    ("stage2.epochs", r"expected section.key=value"),
+    ("stage2=3", r"name a setting inside \[stage2\]"),
+    ("a.b.c=1", r"expected section.key=value"),
+])
+def test_bad_set_items_name_the_problem(item, msg):
+    with pytest.raises(ConfigError, match=msg):
+        config.parse_overrides([item])
+
+
+# --------------------------------------------------------------------------- permissions and leftovers
+
+@pytest.fixture
+def umask022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_written_files_and_artefacts_respect_the_umask(tmp_path, umask022):
+    store.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    store.atomic_torch_save({"a": 1}, tmp_path / "c.pt")
+    assert oct((tmp_path / "f.bin").stat().st_mode & 0o777) == oct(0o644)
+    assert oct((tmp_path / "c.pt").stat().st_mode & 0o777) == oct(0o644)
+
+    def build(out, work):
+        store.atomic_write_json(out / "x.json", [1])
+        (out / "y.txt").write_text("y")
+
+    art = store.cached("thing", {"a": 1}, build, root=tmp_path)
+    assert oct(art.path.stat().st_mode & 0o777) == oct(0o755)  # mkdtemp would leave 0700
+    for p in art.path.iterdir():
+        assert oct(p.stat().st_mode & 0o777) == oct(0o644), p.name
+    os.umask(0o077)
+    store.atomic_write_bytes(tmp_path / "private.bin", b"x")
+    assert oct((tmp_path / "private.bin").stat().st_mode & 0o777) == oct(0o600)
+
+
+def test_prepared_data_and_tables_respect_the_umask(tmp_path, umask022, monkeypatch):
+    from ungerlib import data, report
+
+    data.write_prepared(data.make_synthetic(config.DataConfig(n_users=20, n_items=40, n_topics=4)), tmp_path / "S")
+    monkeypatch.setenv("UNGER_FIGURES", str(tmp_path / "fig"))
+    import pandas as pd
+
+    report.save_table(pd.DataFrame({"recall@10": [0.5]}), "t", config.profile("smoke"))
+    for p in [*(tmp_path / "S").iterdir(), *(tmp_path / "fig").iterdir()]:
+        assert oct(p.stat().st_mode & 0o777) == oct(0o644), p
+
+
+def test_failed_and_killed_builds_leave_no_empty_folders(tmp_path):
+    import subprocess
+    import sys
+
+    def fails(out, work):
+        (out / "partial").write_text("x")
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        store.cached("thing", {"a": 1}, fails, root=tmp_path)
+    assert os.listdir(tmp_path / "thing") == []  # neither .<hash>.XXXX nor an empty <hash>.work
+
+    # a killed build (SIGKILL: no handler runs) leaves its temporary folder and an empty work folder
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    h = store.config_hash({"a": 2})
+    leftover = tmp_path / "thing" / f".{h}.{store._HOST}.{dead.pid}.abcd1234"
+    leftover.mkdir()
+    (leftover / "half.npy").write_bytes(b"x")
+    (tmp_path / "thing" / f"{h}.work").mkdir()
+    live = tmp_path / "thing" / f".{store.config_hash({'a': 3})}.{store._HOST}.{os.getpid()}.efgh5678"
+    live.mkdir()  # a build in progress in this process: kept, and so is its (empty) work folder
+    (tmp_path / "thing" / f"{store.config_hash({'a': 3})}.work").mkdir()
+    kept_ckpt = tmp_path / "thing" / f"{store.config_hash({'a': 4})}.work"
+    kept_ckpt.mkdir()
+    (kept_ckpt / "stage1.pt").write_bytes(b"checkpoint")  # a killed build's checkpoint: kept to resume
+
+    store.cached("thing", {"a": 5}, lambda out, work: None, root=tmp_path)
+    left = sorted(os.listdir(tmp_path / "thing"))
+    assert left == sorted([live.name, f"{store.config_hash({'a': 3})}.work", kept_ckpt.name,
+                           store.config_hash({"a": 5})])

@@ -142,3 +142,20 @@ def test_content_hash_follows_file_content(tmp_path):
     ds.sequences[0] = ds.sequences[0][::-1].copy()
     data.write_prepared(ds, tmp_path / "S")
     assert data.content_hash(cfg) != h1
+
+
+@pytest.mark.parametrize("name", ["sequences.tsv.gz", "items.jsonl.gz"])
+def test_truncated_gzip_is_a_data_error_naming_the_file(tmp_path, name):
+    ds = data.make_synthetic(config.DataConfig(n_users=50, n_items=40, n_topics=4))
+    data.write_prepared(ds, tmp_path / "S")
+    path = tmp_path / "S" / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"{path}: cannot read the file .* truncated or corrupt"):
+        data.read_prepared(tmp_path / "S")
+
+
+def test_leave_one_out_needs_three_interactions_per_user():
+    ds = data.make_synthetic(config.DataConfig(n_users=50, n_items=40, n_topics=4))
+    ds.sequences[7] = ds.sequences[7][:2]
+    with pytest.raises(DataError, match="user 7 has 2 interactions; leave-one-out needs at least 3"):
+        data.leave_one_out(ds)

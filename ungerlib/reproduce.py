@@ -3,24 +3,38 @@
     python -m ungerlib.reproduce --profile cpu            # the default, real data on CPU
     python -m ungerlib.reproduce --profile paper          # the paper's settings (GPU)
     python -m ungerlib.reproduce --profile smoke --nbval  # CI: every notebook under nbval
+    python -m ungerlib.reproduce --check [--profile P]    # list stale tables/figures, exit 1 if any
 
 Each notebook gets ``profile`` (and ``datasets`` if given) injected into its ``parameters``
 cell. Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
 tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), and
 ``run.json`` there records what ran, how long it took and at which commit.
+
+Progress: a line per notebook (which one, of how many, time so far), and the kernels' stderr
+streamed live: per-batch bars, one line per training epoch with the time left ("[stage1] epoch
+3/8 ... 12m 30s left"), "resuming from epoch N" when a checkpoint is picked up. The kernels get
+the CPU thread policy of :mod:`ungerlib.runtime`. A failing notebook is one line naming the
+notebook, the cell and the error; its executed copy holds the traceback.
+
+``--check`` recomputes, with the current code and configs, the key of every artefact each
+output's provenance says it read (see :func:`check`); run it before trusting a figure.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Iterator
 
-from .config import PROFILES
-from .report import figures_dir
-from .store import REPO_ROOT, atomic_write_json, git_commit
+from . import cli, config, runtime
+from .config import PROFILES, RunConfig
+from .report import figures_dir, source_hashes
+from .store import REPO_ROOT, atomic_write_json, checkout_root, config_hash, git_commit
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 
@@ -42,40 +56,94 @@ PAPER_ARTEFACTS = {
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
     """The numbered notebooks in order, optionally those whose name starts with one of ``only``."""
+    if not NOTEBOOKS.is_dir():
+        raise cli.Failed(f"no notebooks at {NOTEBOOKS}: the notebooks runner needs a source checkout "
+                         "(git clone, then pip install -e .); an installed package has the library only")
     nbs = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     if only:
         nbs = [p for p in nbs if any(p.name.startswith(o) for o in only)]
         if not nbs:
-            raise SystemExit(f"no notebook in {NOTEBOOKS} matches {only}")
+            raise cli.Failed(f"no notebook in {NOTEBOOKS} matches {only}")
     return nbs
+
+
+def check_inputs(profile: str, datasets: list[str] | None) -> None:
+    """Fail before any notebook starts: a bad profile setting or an unknown, missing or damaged data set."""
+    from .config import profile as make_profile
+    from .data import load_dataset
+    from .report import profile_datasets
+
+    for name in profile_datasets(profile, datasets):
+        load_dataset(make_profile(profile, dataset=name).data)
+
+
+@contextlib.contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment notebook kernels start with: the thread policy, text progress bars."""
+    env = {**runtime.thread_env(), "UNGER_PROGRESS": "text"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _papermill(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
+    import papermill as pm
+
+    pm.execute_notebook(str(nb), str(out), parameters=params, prepare_only=prepare_only,
+                        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                        stdout_file=None if prepare_only else sys.stdout,
+                        stderr_file=None if prepare_only else sys.stderr)
+
+
+def _execute(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
+    """Run one notebook with papermill, streaming the kernel's output; a failure -> :class:`cli.Failed`."""
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        _papermill(nb, out, params, prepare_only)
+    except PapermillExecutionError as e:
+        raise cli.Failed(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: "
+                         f"{' '.join(str(e.evalue).split())[:500]} (traceback in {out})") from None
 
 
 def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str] | None = None,
         nbval: bool = False) -> dict:
-    import papermill as pm
-
-    out_dir = REPO_ROOT / "build" / profile / ("nbval" if nbval else "notebooks")
+    nbs = notebooks(only)
+    check_inputs(profile, datasets)
+    out_dir = (checkout_root() or Path.cwd()) / "build" / profile / ("nbval" if nbval else "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     params: dict = {"profile": profile}
     if datasets:
         params["datasets"] = datasets
     record = {"profile": profile, "datasets": datasets, "git_commit": git_commit(), "notebooks": []}
     prepared = []
-    for nb in notebooks(only):
+    started = time.time()
+    for i, nb in enumerate(nbs, 1):
         t0 = time.time()
         out = out_dir / nb.name
-        print(f"[reproduce] {nb.name} ({'prepare' if nbval else 'run'}, profile={profile})", flush=True)
-        pm.execute_notebook(str(nb), str(out), parameters=params, prepare_only=nbval,
-                            cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+        runtime.log(f"[reproduce] notebook {i}/{len(nbs)}: {nb.stem} ({'prepare' if nbval else 'run'}, "
+                    f"profile {profile}; {runtime.duration(t0 - started)} so far)")
+        with kernel_environment():
+            _execute(nb, out, params, prepare_only=nbval)
+        if not nbval:
+            runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
                                     "git_commit": record["git_commit"],
-                                    "wall_s": round(time.time() - t0, 1), "output": str(out)})
+                                    "wall_s": round(time.time() - t0, 1), "output": _repo_relative(out)})
     if nbval:  # execute the parameterised copies under nbval: any failing cell (e.g. a final assert) fails
         cmd = [sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
                f"--rootdir={out_dir}", *map(str, prepared)]
         t0 = time.time()
-        rc = subprocess.call(cmd, cwd=NOTEBOOKS)
+        with kernel_environment():
+            rc = subprocess.call(cmd, cwd=NOTEBOOKS)
         record["nbval"] = {"returncode": rc, "wall_s": round(time.time() - t0, 1)}
         if rc != 0:
             raise SystemExit(rc)
@@ -83,22 +151,163 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         path = figures_dir(profile) / "run.json"
         old = json.loads(path.read_text()) if path.exists() else {"notebooks": []}
         ran = {n["name"] for n in record["notebooks"]}
-        kept = [{"git_commit": old.get("git_commit", "unknown"), **n}  # each notebook keeps its own commit
-                for n in old.get("notebooks", []) if n["name"] not in ran]
+        kept = [{"git_commit": old.get("git_commit", "unknown"), **n, "output": _repo_relative(n.get("output", ""))}
+                for n in old.get("notebooks", []) if n["name"] not in ran]  # each notebook keeps its own commit
         record["notebooks"] = sorted(kept + record["notebooks"], key=lambda n: n["name"])
         atomic_write_json(path, record)
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository (run.json must not name the machine that ran it); an
+    absolute path from another checkout keeps its part from ``build/`` on."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    try:
+        return str(p.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        parts = p.parts
+        return str(Path(*parts[len(parts) - 1 - parts[::-1].index("build"):])) if "build" in parts else p.name
+
+
+# --------------------------------------------------------------------------- stale outputs
+
+OUTPUT_SUFFIXES = (".csv", ".md", ".png")
+
+
+def config_from_key(key: dict[str, Any], profile: str = "cpu") -> RunConfig:
+    """The :class:`RunConfig` an artefact key was made from, as far as the key determines it: the
+    key's settings and seed over ``profile``'s. Sections the key does not hold (those after its stage)
+    and fields it leaves out (``data.root``, ``stage1.integrated`` for Stage I) do not enter that
+    kind's key, so ``artefact_key(config_from_key(k), kind) == k`` while code and data are unchanged;
+    a setting added since takes the profile's value, so the key then differs by it."""
+    d = config.profile(profile if profile in PROFILES else "cpu").to_dict()
+    d.update({s: {**d[s], **key[s]} for s in config.STAGES if s in key})
+    if "seed" in key:
+        d["seed"] = key["seed"]
+    return config.from_dict(RunConfig, d)
+
+
+def _key_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
+    """The settings two keys differ in, as ``a.b old -> new``, at most ``limit`` of them."""
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "(none)"), new.get(k, "(none)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{k}.{f} {a.get(f, '(none)')} -> {b.get(f, '(none)')}"
+                      for f in sorted(set(a) | set(b)) if a.get(f, "(none)") != b.get(f, "(none)")]
+        elif a != b:
+            diffs.append(f"{k} {a} -> {b}")
+    return ", ".join(diffs[:limit]) + (f" (+{len(diffs) - limit} more)" if len(diffs) > limit else "")
+
+
+def _artefact_problem(art: dict[str, Any], profile: str, memo: dict) -> str | None:
+    """Why a recorded artefact would not be the one the current code and configs use, or None."""
+    kind, recorded = art.get("kind"), art.get("key_hash")
+    if (kind, recorded, profile) not in memo:
+        key = art.get("key") or {}
+        try:
+            if config_hash(key) != recorded:
+                raise ValueError(f"its recorded key does not hash to {recorded}")
+            current = config.artefact_key(config_from_key(key, profile), kind)
+            why = None if config_hash(current) == recorded else (
+                f"{kind} {recorded} is now {config_hash(current)}: {_key_diff(key, current)}")
+        except Exception as e:  # unknown kind, settings that no longer load, missing data files
+            why = f"{kind} {recorded} cannot be recomputed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        memo[kind, recorded, profile] = why
+    return memo[kind, recorded, profile]
+
+
+def _profile_changes(rec: dict[str, Any], arts: list[dict[str, Any]]) -> list[str]:
+    """How the profile's settings, up to the last stage whose artefact ``rec`` read, differ from those
+    recorded when it was written (a changed default re-keys what the notebooks would build now)."""
+    then, name = rec.get("profile_config"), rec.get("profile")
+    if not then or name not in PROFILES:
+        return []
+    stages = [config.STAGES.index(a["kind"]) for a in arts if a.get("kind") in config.STAGES]
+    now = config.profile(name).to_dict()
+    keep = list(config.STAGES[: max(stages, default=0) + 1]) + ["seed"]
+    diff = _key_diff({k: then.get(k) for k in keep}, {k: now.get(k) for k in keep})
+    return [f"profile {name} changed since: {diff}"] if diff else []
+
+
+def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | None = None) -> dict[str, list[str]]:
+    """Every table or figure in ``folder`` (default :func:`~ungerlib.report.figures_dir` of
+    ``profile``) that may not be what the current code and configs would make: ``{name: [reasons]}``.
+
+    A name is listed when it has no provenance record; when its record names no artefact (made
+    before provenance named them, or outside the pipeline), names an artefact whose key the current
+    code and configs compute differently (:func:`ungerlib.config.artefact_key` of the config rebuilt
+    from the recorded key), or a module whose source changed since (``code``); when the profile's
+    settings changed since in a section up to the last stage it read (``profile_config``); or when it
+    was made from a tree with uncommitted changes (unless ``allow_dirty``) or at an unknown commit.
+    """
+    d = Path(folder) if folder is not None else figures_dir(profile)
+    names: dict[str, set[str]] = {}
+    for p in sorted(d.iterdir()) if d.is_dir() else []:
+        if p.name.endswith(".provenance.json"):
+            names.setdefault(p.name[: -len(".provenance.json")], set()).add("provenance")
+        elif p.suffix in OUTPUT_SUFFIXES and not p.name.startswith("."):
+            names.setdefault(p.name[: -len(p.suffix)], set()).add(p.suffix)
+    problems: dict[str, list[str]] = {}
+    memo: dict = {}
+    for name, kinds in sorted(names.items()):
+        if "provenance" not in kinds:
+            problems[name] = [f"no {name}.provenance.json"]
+            continue
+        rec = json.loads((d / f"{name}.provenance.json").read_text())
+        why = []
+        commit = str(rec.get("git_commit", "unknown"))
+        if commit in ("", "unknown"):
+            why.append("made at an unknown commit")
+        elif commit.endswith("+dirty") and not allow_dirty:
+            why.append(f"made from a tree with uncommitted changes ({commit})")
+        arts = rec.get("artefacts") or []
+        if not arts:
+            why.append("its provenance names no artefact it read")
+        prof = rec.get("profile") or profile
+        why += [w for w in (_artefact_problem(a, prof, memo) for a in arts) if w]
+        why += _profile_changes(rec, arts)
+        code = rec.get("code")
+        if code is None:
+            why.append("its provenance records no code hashes")
+        else:
+            now = source_hashes(code)
+            why += [f"module {m} changed ({h} -> {now[m]})" if m in now else f"module {m} no longer exists"
+                    for m, h in sorted(code.items()) if now.get(m) != h]
+        if why:
+            problems[name] = why
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ungerlib.reproduce", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=PROFILES)
     ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
     ap.add_argument("--nbval", action="store_true", help="inject parameters, then execute under pytest --nbval-lax")
+    ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
+    ap.add_argument("--check", action="store_true", help="list stale tables/figures (see check()); exit 1 if any")
+    ap.add_argument("--allow-dirty", action="store_true", help="with --check: accept outputs of an uncommitted tree")
     a = ap.parse_args(argv)
-    run(a.profile, a.only, a.datasets, a.nbval)
+    if a.check:
+        return _report_check(a.profile, a.allow_dirty)
+    return cli.run(lambda a: run(a.profile, a.only, a.datasets, a.nbval), a)
+
+
+def _report_check(profile: str, allow_dirty: bool) -> int:
+    """Print :func:`check`'s findings; the exit status (1 if anything is stale)."""
+    d = figures_dir(profile)
+    problems = check(profile, allow_dirty)
+    n = len({p.name.split(".")[0] for p in d.iterdir() if p.suffix in OUTPUT_SUFFIXES})
+    where = _repo_relative(d) if d.resolve().is_relative_to(REPO_ROOT) else str(d)
+    for name, why in problems.items():
+        print(f"STALE {where}/{name}: " + "; ".join(why))
+    print(f"[check] {where}: {n} tables/figures, {len(problems)} stale", flush=True)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,9 +6,16 @@ The folder is built under a temporary name and renamed into place only when the 
 so a killed run never leaves a half-written artefact that a later run would trust.
 
 Builders that run long get a persistent ``work`` folder (``<root>/<kind>/<hash>.work/``) for
-checkpoints, so a killed run resumes where it stopped.
+checkpoints, so a killed run resumes where it stopped. A failed build removes its temporary folder
+and, if no checkpoint was written, its work folder; the leftovers of a killed build (its process is
+gone) are removed by the next build in the same folder.
 
-The root is ``$UNGER_ARTEFACTS`` or ``<repo>/artefacts``.
+Files and folders are written with the permissions the umask allows (a shared cache stays readable
+to colleagues with umask 022), not the owner-only ones of :mod:`tempfile`.
+
+The root (:func:`artefact_root`) is ``$UNGER_ARTEFACTS``; else ``artefacts/`` of the source checkout
+the package runs from; else, for an installed package, ``$XDG_CACHE_HOME/ungerlib/artefacts``
+(``~/.cache/ungerlib/artefacts``).
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -28,8 +36,24 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def checkout_root() -> Path | None:
+    """The source checkout the package runs from (``pip install -e .`` or ``PYTHONPATH``), or None
+    for an installed package (a wheel in site-packages has no ``pyproject.toml`` and ``notebooks/`` beside it)."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "notebooks").is_dir() else None
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ungerlib`` (``~/.cache/ungerlib``): where an installed package keeps artefacts."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ungerlib"
+
+
 def artefact_root() -> Path:
-    return Path(os.environ.get("UNGER_ARTEFACTS", REPO_ROOT / "artefacts"))
+    """``$UNGER_ARTEFACTS``, else ``<checkout>/artefacts``, else ``~/.cache/ungerlib/artefacts``."""
+    env = os.environ.get("UNGER_ARTEFACTS")
+    if env:
+        return Path(env).expanduser()
+    root = checkout_root()
+    return root / "artefacts" if root else user_cache_dir() / "artefacts"
 
 
 def config_hash(key: Any, n: int = 12) -> str:
@@ -47,7 +71,15 @@ def file_sha256(path: str | Path) -> str:
 
 
 def git_commit() -> str:
-    """The repo's HEAD commit, with ``+dirty`` when tracked files other than outputs (``figures/``) differ."""
+    """The repo's HEAD commit, with ``+dirty`` when tracked files other than outputs (``figures/``) differ;
+    for an installed package (no checkout), ``ungerlib <version> (installed)``."""
+    if checkout_root() is None:  # site-packages may sit inside some other git repository: do not ask git
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"ungerlib {version('ungerlib')} (installed)"
+        except PackageNotFoundError:
+            return "unknown"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
@@ -77,7 +109,22 @@ def provenance(key: Any, **extra: Any) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- atomic writes
 
+def umask() -> int:
+    """The process's umask (read without changing it where the OS allows)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic read-by-setting, restored at once
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file renamed into place; mode 0666 minus the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -86,6 +133,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -135,6 +183,70 @@ class Artefact:
 
 Builder = Callable[[Path, Path], dict[str, Any] | None]
 
+_HOST = socket.gethostname().replace(".", "_")
+_OLD_TMP_DAYS = 7  # temporary folders named without their process (older code): removed after a week
+
+
+def _build_dir(final: Path) -> Path:
+    """A fresh temporary folder beside ``final`` whose name says which process builds it:
+    ``.<hash>.<host>.<pid>.<random>``, so a later build can tell a killed build's leftovers from a
+    live one. Mode 0777 minus the umask (mkdtemp makes it 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.{_HOST}.{os.getpid()}."))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _live(tmp: Path) -> bool:
+    """Might a build still be writing temporary folder ``tmp`` (``.<hash>.<host>.<pid>.<random>``)?"""
+    parts = tmp.name[1:].split(".")
+    if len(parts) == 4 and parts[2].isdigit():
+        return parts[1] != _HOST or _pid_alive(int(parts[2]))  # another machine's: cannot tell, keep
+    try:  # older name without a process: assume live unless untouched for a week
+        return time.time() - tmp.stat().st_mtime < _OLD_TMP_DAYS * 86400
+    except FileNotFoundError:
+        return False
+
+
+def sweep(folder: str | Path) -> list[Path]:
+    """Remove what killed builds left in an artefact kind's ``folder``: temporary ``.<hash>.*`` folders
+    of processes that are gone, and empty ``<hash>.work`` folders no live build uses. Returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed, live = [], set()
+    for p in folder.iterdir():
+        if p.name.startswith(".") and p.is_dir() and not p.name.endswith(".tmp"):
+            if _live(p):
+                live.add(p.name[1:].split(".")[0])
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    for p in folder.glob("*.work"):
+        if p.is_dir() and p.name[:-5] not in live and not any(p.iterdir()):
+            try:
+                p.rmdir()
+                removed.append(p)
+            except OSError:  # a build put a checkpoint there meanwhile
+                pass
+    return removed
+
+
+def _drop_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only succeeds when empty: a checkpoint to resume from is kept
+    except OSError:
+        pass
+
 
 def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = False,
            root: str | Path | None = None, verbose: bool = True) -> Artefact:
@@ -149,10 +261,12 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
     if final.exists() and not force:
         if verbose:
             print(f"[store] reusing {kind} {final.name}")
+        record_read(kind, key)
         return Artefact(final)
+    sweep(final.parent)  # a killed build's leftovers (never a live build's, nor a checkpoint)
     work = final.with_name(final.name + ".work")
     work.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    tmp = _build_dir(final)
     t0 = time.time()
     try:
         extra = build(tmp, work) or {}
@@ -163,8 +277,36 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _drop_if_empty(work)
         raise
     shutil.rmtree(work, ignore_errors=True)
     if verbose:
         print(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
+    record_read(kind, key)
     return Artefact(final)
+
+
+# --------------------------------------------------------------------------- artefacts read
+
+# Every artefact :func:`cached` returned in this process, in order, repeats included: the record
+# behind the ``artefacts`` list of a table's or figure's provenance (``ungerlib.report``).
+_READS: list[dict[str, Any]] = []
+
+
+def record_read(kind: str, key: dict[str, Any]) -> None:
+    """Note that this process used artefact ``kind`` with ``key`` (called by :func:`cached` on reuse
+    and after a build). The key is stored as its JSON round trip, the form provenance records."""
+    _READS.append({"kind": kind, "key_hash": config_hash(key),
+                   "key": json.loads(json.dumps(key, sort_keys=True, default=str))})
+
+
+def read_marker() -> int:
+    """A position in the record: ``artefacts_read(since=read_marker())`` later lists what came after."""
+    return len(_READS)
+
+
+def artefacts_read(since: int = 0) -> list[dict[str, Any]]:
+    """The artefacts returned since ``since`` (default: since the process started), each once, sorted
+    by kind and key hash: ``[{"kind", "key_hash", "key"}, ...]``."""
+    unique = {(r["kind"], r["key_hash"]): r for r in _READS[since:]}
+    return [unique[k] for k in sorted(unique)]

@@ -1,0 +1,180 @@
+"""Provenance names the artefacts each table read; ``reproduce --check`` finds stale outputs."""
+import functools
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from ungerlib import config, report, reproduce, store
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def fresh(tmp_path, monkeypatch):
+    """Empty artefact store and figures folder, an empty read record and a clean commit."""
+    monkeypatch.setenv("UNGER_ARTEFACTS", str(tmp_path / "artefacts"))
+    monkeypatch.setenv("UNGER_FIGURES", str(tmp_path / "figures"))
+    monkeypatch.setattr(store, "_READS", [])
+    monkeypatch.setattr(store, "git_commit", lambda: SHA)
+    return tmp_path
+
+
+def _touch(kind, cfg):
+    """A stand-in artefact of ``kind`` under the key the pipeline would use (nothing trained)."""
+    return store.cached(kind, config.artefact_key(cfg, kind), lambda out, work: None, verbose=False)
+
+
+def _edited(monkeypatch, module, text):
+    real = config._source
+    monkeypatch.setattr(config, "_source", lambda m: real(m) + (text if m == module else ""))
+
+
+def test_cached_records_every_artefact_it_returns_once_sorted(fresh):
+    cfg = config.profile("smoke")
+    before = store.read_marker()
+    _touch("stage1", cfg)
+    _touch("semantic", cfg)  # built
+    _touch("stage1", cfg)  # reused: recorded again, listed once
+    reads = store.artefacts_read(since=before)
+    assert [r["kind"] for r in reads] == ["semantic", "stage1"]
+    assert all(r["key_hash"] == store.config_hash(r["key"]) for r in reads)
+    assert reads[1]["key"] == json.loads(json.dumps(config.artefact_key(cfg, "stage1")))
+    mark = store.read_marker()
+    _touch("codes", cfg)
+    assert [r["kind"] for r in store.artefacts_read(since=mark)] == ["codes"]
+
+
+def test_a_failed_build_is_not_recorded(fresh):
+    def broken(out, work):
+        raise RuntimeError("no")
+
+    with pytest.raises(RuntimeError):
+        store.cached("codes", config.artefact_key(config.profile("smoke"), "codes"), broken, verbose=False)
+    assert store.artefacts_read() == []
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_keys_round_trip_through_the_config_they_record(profile, monkeypatch):
+    """``artefact_key(config_from_key(key), kind) == key`` for every kind, on several rows."""
+    monkeypatch.setattr(config, "source_hash", functools.lru_cache(config.source_hash))  # the code does not change here
+    base = config.profile(profile)
+    cfgs = [base, base.replace(seed=7), config.variant(base, "concat"), config.variant(base, "collaborative_only"),
+            config.variant(base, "semantic_only"), config.variant(base, "random_codes"),
+            base.replace(stage1={"integrated": "sum"}, stage2={"epochs": 3}, eval={"beam": 7})]
+    for cfg in cfgs:
+        for kind in config.KIND_MODULE:
+            key = json.loads(json.dumps(config.artefact_key(cfg, kind)))  # as provenance stores it
+            again = config.artefact_key(reproduce.config_from_key(key, profile), kind)
+            assert again == key, (kind, reproduce._key_diff(key, again))
+            assert store.config_hash(again) == store.config_hash(config.artefact_key(cfg, kind))
+
+
+def test_provenance_names_the_artefacts_read_and_the_code(fresh):
+    cfg = config.profile("smoke")
+    for kind in ("codes", "stage1", "semantic", "stage1"):
+        _touch(kind, cfg)
+    report.save_table(pd.DataFrame({"x": [1]}), "t", cfg)
+    rec = json.loads((fresh / "figures" / "t.provenance.json").read_text())
+    kinds = [(a["kind"], a["key_hash"]) for a in rec["artefacts"]]
+    assert kinds == sorted(set(kinds)) and [k for k, _ in kinds] == ["codes", "data", "semantic", "stage1"]
+    assert rec["git_commit"] == SHA
+    assert "report" in rec["code"] and "config" not in rec["code"] and "store" not in rec["code"]
+
+
+def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkeypatch):
+    cfg = config.profile("smoke")
+    for kind in ("semantic", "stage1", "codes"):
+        _touch(kind, cfg)
+    report.save_table(pd.DataFrame({"x": [1]}), "codes_table", cfg)
+    monkeypatch.setattr(store, "_READS", [])
+    _touch("semantic", cfg)
+    report.save_table(pd.DataFrame({"x": [2]}), "semantic_table", cfg)
+    assert reproduce.check("smoke") == {}
+
+    _edited(monkeypatch, "codes", "\nDEFAULT_N_INIT = 10\n")  # a code change in the k-means module
+    stale = reproduce.check("smoke")
+    assert any(w.startswith("codes ") and "code_hash" in w for w in stale["codes_table"])
+    assert not any(w.startswith("stage1 ") for w in stale["codes_table"])  # Stage I's code does not reach codes.py
+    # the semantic table read nothing codes.py makes (it is listed only if this process had codes.py loaded)
+    assert all(w == "module codes changed" or w.startswith("module codes changed (")
+               for w in stale.get("semantic_table", []))
+    assert reproduce._report_check("smoke", False) == 1
+
+
+def test_check_flags_a_changed_setting_a_dirty_tree_and_missing_records(fresh, monkeypatch):
+    cfg = config.profile("smoke")
+    _touch("stage1", cfg)
+    report.save_table(pd.DataFrame({"x": [1]}), "a", cfg)
+    figs = fresh / "figures"
+    rec = json.loads((figs / "a.provenance.json").read_text())
+    assert reproduce.check("smoke") == {}
+
+    # the Stage I artefact this table read predates a setting the code has now (it takes the profile's value)
+    art = next(a for a in rec["artefacts"] if a["kind"] == "stage1")
+    del art["key"]["stage1"]["lr"]
+    art["key_hash"] = store.config_hash(art["key"])
+    rec["git_commit"] = SHA + "+dirty"
+    store.atomic_write_json(figs / "a.provenance.json", rec)
+    why = reproduce.check("smoke")["a"]
+    assert any("stage1.lr (none) -> 0.003" in w for w in why) and any("uncommitted" in w for w in why)
+    assert not any("uncommitted" in w for w in reproduce.check("smoke", allow_dirty=True)["a"])
+    # a setting that no longer exists
+    art["key"]["stage1"].update(lr=0.003, old_knob=1)
+    art["key_hash"] = store.config_hash(art["key"])
+    store.atomic_write_json(figs / "a.provenance.json", rec)
+    assert any("cannot be recomputed" in w and "old_knob" in w for w in reproduce.check("smoke")["a"])
+
+    (figs / "orphan.csv").write_text("x\n1\n")  # no provenance at all
+    monkeypatch.setattr(store, "_READS", [])
+    report.save_table(pd.DataFrame({"x": [1]}), "nothing_read", None, profile="smoke")  # no artefact, no config
+    stale = reproduce.check("smoke")
+    assert stale["orphan"] == ["no orphan.provenance.json"]
+    assert any("names no artefact" in w for w in stale["nothing_read"])
+
+
+def test_check_flags_a_module_that_changed_since(fresh, monkeypatch):
+    """Code outside any artefact's key (analysis, formatting in report) still marks its outputs stale."""
+    cfg = config.profile("smoke")
+    _touch("semantic", cfg)
+    report.save_table(pd.DataFrame({"x": [1]}), "a", cfg)
+    _edited(monkeypatch, "report", "\nFLOAT_FORMAT = '.3g'\n")
+    assert any(w.startswith("module report changed") for w in reproduce.check("smoke")["a"])
+
+
+def test_run_json_paths_are_relative_to_the_repository():
+    root = reproduce.REPO_ROOT
+    assert reproduce._repo_relative(root / "build" / "cpu" / "notebooks" / "01.ipynb") == "build/cpu/notebooks/01.ipynb"
+    assert reproduce._repo_relative("/work/main/build/cpu/notebooks/02.ipynb") == "build/cpu/notebooks/02.ipynb"
+    assert reproduce._repo_relative("build/x.ipynb") == "build/x.ipynb"
+
+
+def test_determinism_comparison_ignores_wall_times_only(tmp_path):
+    sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
+    import check_determinism as cd
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    df = pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.25], "train_s": [1.0, 2.0]})
+    for d, secs in ((a, [1.0, 2.0]), (b, [3.5, 4.0])):
+        t = df.assign(train_s=secs)
+        (d / "curves.csv").write_text(t.to_csv())
+        (d / "curves.md").write_text(t.to_markdown())
+    assert cd.compare(a, b) == []
+    (b / "curves.csv").write_text(df.assign(loss=[0.5, 0.2500001]).to_csv())
+    (b / "extra.md").write_text("| x |\n")
+    diffs = cd.compare(a, b)
+    assert diffs[0].startswith("curves.csv: line 3 differs") and diffs[1] == "extra.md: only in the second run"
+
+
+def test_check_flags_a_profile_change_up_to_the_stages_read(fresh, monkeypatch):
+    cfg = config.profile("smoke")
+    _touch("stage1", cfg)
+    report.save_table(pd.DataFrame({"x": [1]}), "s1", cfg)
+    over = json.loads(json.dumps(config._PROFILE_OVERRIDES))
+    over["smoke"]["stage2"]["epochs"] = 99  # after Stage I: does not concern a table that read Stage I
+    monkeypatch.setattr(config, "_PROFILE_OVERRIDES", over)
+    assert reproduce.check("smoke") == {}
+    over["smoke"]["stage1"]["epochs"] = 99
+    assert reproduce.check("smoke")["s1"] == ["profile smoke changed since: stage1.epochs 20 -> 99"]

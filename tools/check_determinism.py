@@ -1,0 +1,103 @@
+"""Run the notebooks twice from empty caches and check that every table comes out byte for byte.
+
+    python tools/check_determinism.py [--profile smoke] [--only 01 02 04] [--keep DIR]
+
+Each run is ``python -m ungerlib.reproduce --profile P`` in a fresh process with its own empty
+``UNGER_ARTEFACTS`` and ``UNGER_FIGURES`` folders, so every artefact is rebuilt. Then every
+``.csv`` and ``.md`` of the two runs is compared byte for byte, except columns of wall-clock
+seconds (named ``*_s``, e.g. ``train_s``), which are dropped from both sides first. Provenance
+records (timestamps) and PNGs (renderer metadata) are not compared. Exit status 1 on any difference.
+
+The guarantee is for one machine: see docs/REPRODUCIBILITY.md for what differs across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COMPARED = (".csv", ".md")
+
+
+def _is_timing(name: str) -> bool:
+    return name.strip().endswith("_s")
+
+
+def _csv_rows(text: str) -> list[list[str]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return rows
+    keep = [i for i, name in enumerate(rows[0]) if not _is_timing(name)]
+    return [[r[i] for i in keep if i < len(r)] for r in rows]
+
+
+def _md_rows(text: str) -> list[list[str]]:
+    """A pipe table's cells per line (other lines as one cell); timing columns dropped."""
+    lines = text.splitlines()
+    header = next((ln for ln in lines if ln.lstrip().startswith("|")), None)
+    if header is None:
+        return [[ln] for ln in lines]
+    keep = [i for i, name in enumerate(header.split("|")) if not _is_timing(name)]
+    return [[c for i, c in enumerate(ln.split("|")) if i in keep] if ln.lstrip().startswith("|") else [ln]
+            for ln in lines]
+
+
+def comparable(path: Path) -> list[list[str]]:
+    """The content of a table file as compared: cells per row, wall-clock ``*_s`` columns dropped."""
+    text = path.read_text(encoding="utf-8")
+    return _csv_rows(text) if path.suffix == ".csv" else _md_rows(text)
+
+
+def compare(a: Path, b: Path) -> list[str]:
+    """Differences between the tables of folders ``a`` and ``b``: one line each (empty: identical)."""
+    names = sorted({p.name for d in (a, b) for p in d.iterdir() if p.suffix in COMPARED})
+    out = []
+    for name in names:
+        pa, pb = a / name, b / name
+        if not (pa.exists() and pb.exists()):
+            out.append(f"{name}: only in {'the first' if pa.exists() else 'the second'} run")
+            continue
+        ra, rb = comparable(pa), comparable(pb)
+        if ra != rb:
+            i = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), min(len(ra), len(rb)))
+            show = lambda rows: ",".join(rows[i]) if i < len(rows) else "(no line)"  # noqa: E731
+            out.append(f"{name}: line {i + 1} differs: {show(ra)!r} vs {show(rb)!r}")
+    return out
+
+
+def run_once(profile: str, only: list[str] | None, folder: Path) -> float:
+    env = {**os.environ, "UNGER_ARTEFACTS": str(folder / "artefacts"), "UNGER_FIGURES": str(folder / "figures")}
+    cmd = [sys.executable, "-m", "ungerlib.reproduce", "--profile", profile] + (["--only", *only] if only else [])
+    t0 = time.time()
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.time() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="smoke")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes (default: all)")
+    ap.add_argument("--keep", help="keep both runs' folders under this path (default: a temporary folder)")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="unger-determinism-") as tmp:
+        base = Path(a.keep) if a.keep else Path(tmp)
+        runs = [base / "run1", base / "run2"]
+        for r in runs:
+            print(f"[determinism] {r.name}: {run_once(a.profile, a.only, r):.0f} s", flush=True)
+        diffs = compare(runs[0] / "figures", runs[1] / "figures")
+        n = len([p for p in (runs[0] / "figures").iterdir() if p.suffix in COMPARED])
+    for d in diffs:
+        print("DIFFERS", d)
+    print(f"[determinism] {n} table files, {len(diffs)} differ (wall-clock *_s columns ignored)", flush=True)
+    return 1 if diffs else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
