@@ -95,3 +95,21 @@ def test_paper_table3_is_the_papers_table():
             assert PAPER_TABLE3.loc[(ds, model), metric] == float(re.sub(r"[^0-9.]", "", cell)), (ds, model, metric)
             n += 1
     assert n == len(PAPER_TABLE3) * 4 == 144
+
+
+def test_reproduce_check_recomputes_baseline_and_discrec_keys(smoke):
+    """`reproduce --check` must recompute the keys of artefacts built outside the pipeline stages."""
+    from ungerlib import discrec, reproduce
+    from ungerlib.baselines import run_key
+    from ungerlib.store import config_hash
+
+    for model in O.RERUN:
+        key = run_key(smoke, model, O.grid("smoke", model)[0], O.MODULE[model], O.USES.get(model, ()))
+        art = {"kind": "baseline", "key_hash": config_hash(key), "key": key}
+        assert reproduce._artefact_problem(art, "smoke", {}) is None, model
+    stale = {**key, "code_hash": "000000000000"}
+    why = reproduce._artefact_problem({"kind": "baseline", "key_hash": config_hash(stale), "key": stale}, "smoke", {})
+    assert why and "code_hash" in why
+    for kind, stage in (("stage2_discrec", "stage2"), ("eval_discrec", "eval")):
+        key = discrec._key(smoke, stage)
+        assert reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(key), "key": key}, "smoke", {}) is None

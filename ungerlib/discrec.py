@@ -79,6 +79,14 @@ def _key(cfg: C.RunConfig, kind: str) -> dict[str, Any]:
     return {**C.artefact_key(cfg, kind), "variant": "DiscRec", "variant_code": C.module_hash("discrec")}
 
 
+def current_key(key: dict[str, Any], kind: str, profile: str = "cpu") -> dict[str, Any]:
+    """The key the current code computes for a recorded ``stage2_discrec`` / ``eval_discrec`` key (what
+    ``python -m ungerlib.reproduce --check`` compares)."""
+    from .reproduce import config_from_key
+
+    return _key(config_from_key(key, profile), {"stage2_discrec": "stage2", "eval_discrec": "eval"}[kind])
+
+
 def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> tuple[DiscRecUNGER, list[dict]]:
     """Cached Stage II training of :class:`DiscRecUNGER` (``stage2.train_stage2`` with ``model_cls``)."""
     splits, table, emb = _inputs(cfg)

@@ -34,6 +34,10 @@ BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
 REFERENCES = ("popularity", "kNN (last item, Stage I)")
 DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
 CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
+# the adapter module whose code hash keys each rerun model's artefacts, and the stages it also reads
+MODULE = {"SASRec": "cornac_baselines", "BERT4Rec": "cornac_baselines", "GRU4Rec": "cornac_baselines",
+          "TIGER": "cornac_tiger", "LightGCN": "alpharec", "AlphaRec": "alpharec"}
+USES = {"TIGER": ("semantic",), "AlphaRec": ("semantic",)}
 
 # Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
 _BASE: dict[str, dict[str, dict[str, Any]]] = {
@@ -111,27 +115,38 @@ def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = Fals
         from .semantic import semantic_embeddings
 
         features = semantic_embeddings(cfg)
-        return cached_run(cfg, model, params, "cornac_tiger",
+        return cached_run(cfg, model, params, MODULE[model],
                           lambda work: cornac_tiger.fit_and_rank(params, ds, splits, cfg.seed, features, work),
-                          splits, ("semantic",), force)
+                          splits, USES[model], force)
     if model in CORNAC:
         from . import cornac_baselines as cb
 
-        return cached_run(cfg, model, params, "cornac_baselines",
+        return cached_run(cfg, model, params, MODULE[model],
                           lambda work: cb.fit_and_rank(model, params, ds, splits, cfg.seed, work), splits, (), force)
     if model in ("LightGCN", "AlphaRec"):
         from . import alpharec
 
         features = None
-        uses = ()
         if model == "AlphaRec":
             from .semantic import semantic_embeddings
 
-            features, uses = semantic_embeddings(cfg), ("semantic",)
-        return cached_run(cfg, model, params, "alpharec",
+            features = semantic_embeddings(cfg)
+        return cached_run(cfg, model, params, MODULE[model],
                           lambda work: alpharec.fit_and_rank(model, params, splits, cfg.seed, features, work),
-                          splits, uses, force)
+                          splits, USES.get(model, ()), force)
     raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
+
+
+def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
+    """The key the current code computes for a recorded ``baseline`` artefact key (what
+    ``python -m ungerlib.reproduce --check`` compares): same data, seed, model and parameters."""
+    from .baselines import run_key
+    from .reproduce import config_from_key
+
+    model = key.get("model")
+    if model not in MODULE:
+        raise BaselineError(f"unknown rerun baseline {model!r} in a recorded key; known: {RERUN}")
+    return run_key(config_from_key(key, profile), model, key["params"], MODULE[model], USES.get(model, ()))
 
 
 @dataclass
@@ -152,7 +167,7 @@ def tune(cfg: C.RunConfig, model: str) -> Tuned:
         rows.append({"setting": ", ".join(f"{k}={v}" for k, v in g.items()) or "(base)",
                      **{f"valid {m}": r.metrics["valid_all"][m] for m in ("recall@10", "ndcg@20")},
                      "best epoch": r.info.get("best_epoch"), "epochs run": r.info.get("epochs_run"),
-                     "wall s": r.info.get("wall_s")})
+                     "wall_s": r.info.get("wall_s")})
     best = max(runs, key=lambda r: r.metrics["valid_all"][SELECT])
     return Tuned(model, best, pd.DataFrame(rows))
 
@@ -319,8 +334,8 @@ def times(results: list[Overall]) -> pd.DataFrame:
     for res in results:
         for model, t in res.tuned.items():
             i = t.best.info
-            out.append({"dataset": res.dataset, "model": model, "selected run s": i.get("wall_s"),
-                        "grid s": float(t.grid["wall s"].sum()), "grid size": len(t.grid),
+            out.append({"dataset": res.dataset, "model": model, "selected_run_s": i.get("wall_s"),
+                        "grid_s": float(t.grid["wall_s"].sum()), "grid size": len(t.grid),
                         "epochs run": i.get("epochs_run"), "best epoch": i.get("best_epoch"),
                         "threads": i.get("threads"), "loss": i.get("loss")})
     return pd.DataFrame(out).set_index(["dataset", "model"])
