@@ -6,10 +6,10 @@
 PROFILE ?= cpu
 PY := .venv/bin/python
 
-.venv/.installed: requirements.txt pyproject.toml
+.venv/.installed: requirements.txt requirements-baselines.txt pyproject.toml
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
-	.venv/bin/pip install -q -r requirements.txt
+	.venv/bin/pip install -q -r requirements.txt -r requirements-baselines.txt
 	.venv/bin/pip install -q --no-deps -e .
 	touch $@
 

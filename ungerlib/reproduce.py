@@ -189,6 +189,20 @@ def config_from_key(key: dict[str, Any], profile: str = "cpu") -> RunConfig:
     return config.from_dict(RunConfig, d)
 
 
+# Artefact kinds built outside the pipeline stages: the function that recomputes a recorded key under
+# the current code ("module:function", called with the key, and the kind where it serves several).
+EXTERNAL_KINDS = {"baseline": "overall:current_key", "stage2_discrec": "discrec:current_key",
+                  "eval_discrec": "discrec:current_key"}
+
+
+def _external_key(kind: str, key: dict[str, Any], profile: str) -> dict[str, Any]:
+    import importlib
+
+    module, fn = EXTERNAL_KINDS[kind].split(":")
+    f = getattr(importlib.import_module(f"ungerlib.{module}"), fn)
+    return f(key, kind, profile) if module == "discrec" else f(key, profile)
+
+
 def _key_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
     """The settings two keys differ in, as ``a.b old -> new``, at most ``limit`` of them."""
     diffs = []
@@ -210,7 +224,8 @@ def _artefact_problem(art: dict[str, Any], profile: str, memo: dict) -> str | No
         try:
             if config_hash(key) != recorded:
                 raise ValueError(f"its recorded key does not hash to {recorded}")
-            current = config.artefact_key(config_from_key(key, profile), kind)
+            current = (_external_key(kind, key, profile) if kind in EXTERNAL_KINDS
+                       else config.artefact_key(config_from_key(key, profile), kind))
             why = None if config_hash(current) == recorded else (
                 f"{kind} {recorded} is now {config_hash(current)}: {_key_diff(key, current)}")
         except Exception as e:  # unknown kind, settings that no longer load, missing data files

@@ -1,0 +1,395 @@
+"""Table 3 in full (paper 4.2): rerun baselines, simple references, cited rows and UNGER, with a paired
+significance test of UNGER against the best rerun baseline. Notebook 11 shows what this computes.
+
+Rows and where they come from:
+
+* **rerun** on our splits with our metrics (:mod:`ungerlib.baselines` protocol): SASRec, BERT4Rec,
+  GRU4Rec and TIGER from Cornac (:mod:`ungerlib.cornac_baselines`; TIGER gets our semantic
+  embeddings as item features); *beyond the paper*: LightGCN and AlphaRec (:mod:`ungerlib.alpharec`).
+  Each is tuned on validation NDCG@20 over the small grid that :func:`grid` states for the profile (fixed settings ``_BASE``, tuned entries ``_GRID``).
+* **references**: popularity and the cosine kNN from the user's last item on the Stage I embeddings
+  that are quantised (what notebook 04 computes), so a reader sees how far each model is above them.
+* **cited**: the paper's Table 3 rows (:data:`ungerlib.report.PAPER_TABLE3`), other protocols.
+* **UNGER**: ``stage2.evaluate_stage2(cfg)``.
+
+Run one model's grid from the command line (what the ``cpu`` profile's baseline jobs do):
+
+    python -m ungerlib.overall --profile cpu --dataset Beauty --models SASRec
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import config as C
+from .baselines import SELECT, TAGS, BaselineError, RunResult, cached_run
+
+METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+RERUN = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "AlphaRec")
+BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
+REFERENCES = ("popularity", "kNN (last item, Stage I)")
+DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
+CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
+# the adapter module whose code hash keys each rerun model's artefacts, and the stages it also reads
+MODULE = {"SASRec": "cornac_baselines", "BERT4Rec": "cornac_baselines", "GRU4Rec": "cornac_baselines",
+          "TIGER": "cornac_tiger", "LightGCN": "alpharec", "AlphaRec": "alpharec"}
+USES = {"TIGER": ("semantic",), "AlphaRec": ("semantic",)}
+
+# Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
+_BASE: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "SASRec": {"n_epochs": 4, "patience": 2, "embedding_dim": 16, "n_sample": 64, "batch_size": 128},
+        "BERT4Rec": {"n_epochs": 4, "patience": 2, "embedding_dim": 16, "n_sample": 64, "batch_size": 64},
+        "GRU4Rec": {"n_epochs": 4, "patience": 2, "layers": [16], "n_sample": 64, "batch_size": 64},
+        "TIGER": {"n_epochs": 2, "patience": 2, "rqvae_n_epochs": 20, "d_model": 16, "d_ff": 32, "num_heads": 2,
+                  "d_kv": 8, "num_enc_layers": 1, "num_dec_layers": 1, "batch_size": 128, "val_users": 200},
+        "LightGCN": {"epochs": 3, "patience": 2, "dim": 16},
+        "AlphaRec": {"epochs": 3, "patience": 2},
+    },
+    # cpu: every run capped at about 30 min per data set on one thread of a shared 2-core machine
+    "cpu": {
+        "SASRec": {"n_epochs": 40, "patience": 3, "batch_size": 512},
+        "BERT4Rec": {"n_epochs": 60, "patience": 8, "batch_size": 128},
+        "GRU4Rec": {"n_epochs": 20, "patience": 3, "batch_size": 512},
+        # HF's T5 stack: 2.3 s per batch of 256 at 2 + 2 layers on one contended thread (23 min an
+        # epoch on Beauty); 1 + 1 layers take 0.47 s, so 4 epochs fit the budget. A floor for TIGER.
+        "TIGER": {"n_epochs": 4, "patience": 2, "val_users": 2000, "num_enc_layers": 1, "num_dec_layers": 1,
+                  "d_ff": 128, "num_heads": 2, "d_kv": 32},
+        "LightGCN": {"epochs": 60, "patience": 5},
+        "AlphaRec": {"epochs": 60, "patience": 5},
+    },
+    "paper": {
+        "SASRec": {"n_epochs": 200, "patience": 10, "batch_size": 512, "embedding_dim": 128},
+        "BERT4Rec": {"n_epochs": 500, "patience": 20, "batch_size": 128, "embedding_dim": 128},
+        "GRU4Rec": {"n_epochs": 50, "patience": 5, "batch_size": 512, "layers": [128]},
+        "TIGER": {"n_epochs": 100, "patience": 10, "d_model": 128, "d_ff": 1024, "num_heads": 6, "d_kv": 64,
+                  "num_enc_layers": 4, "num_dec_layers": 4, "n_beams": 50, "val_users": 0},
+        "LightGCN": {"epochs": 300, "patience": 10},
+        "AlphaRec": {"epochs": 300, "patience": 10},
+    },
+}
+# ... and the small grid tuned on validation NDCG@20 (one entry = no tuning).
+_GRID: dict[str, dict[str, list[dict[str, Any]]]] = {
+    "smoke": {m: [{}] for m in RERUN},
+    "cpu": {
+        # dropout 0.5 is the SASRec paper's for the sparse Amazon sets; 64-d at 0.5 plateaued on Beauty
+        # validation by epoch ~10 without overfitting, so the second setting adds capacity.
+        "SASRec": [{"embedding_dim": d, "dropout": 0.5} for d in (64, 128)],
+        "BERT4Rec": [{"mask_prob": p} for p in (0.2, 0.4)],
+        "GRU4Rec": [{"learning_rate": lr} for lr in (0.05, 0.1)],
+        "TIGER": [{}],
+        "LightGCN": [{"lr": lr} for lr in (1e-3, 5e-3)],
+        "AlphaRec": [{"tau": t} for t in (0.15, 0.3)],
+    },
+    "paper": {
+        "SASRec": [{"dropout": p, "learning_rate": lr} for p in (0.2, 0.5) for lr in (5e-4, 1e-3)],
+        "BERT4Rec": [{"mask_prob": p} for p in (0.2, 0.4)],
+        "GRU4Rec": [{"learning_rate": lr} for lr in (0.05, 0.1)],
+        "TIGER": [{}],
+        "LightGCN": [{"lr": lr} for lr in (1e-3, 5e-3)],
+        "AlphaRec": [{"tau": t} for t in (0.15, 0.3)],
+    },
+}
+
+
+def grid(profile: str, model: str) -> list[dict[str, Any]]:
+    """The settings tried for ``model`` on ``profile``: its base settings plus each grid entry."""
+    if model not in RERUN:
+        raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
+    if profile not in _GRID:
+        raise BaselineError(f"unknown profile {profile!r}; known: {sorted(_GRID)}")
+    return [{**_BASE[profile][model], **g} for g in _GRID[profile][model]]
+
+
+def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = False) -> RunResult:
+    """One trained configuration of ``model`` on ``cfg``'s data (cached; see :func:`baselines.cached_run`)."""
+    from .data import get_splits
+
+    ds, splits = get_splits(cfg)
+    if model == "TIGER":
+        from . import cornac_tiger
+        from .semantic import semantic_embeddings
+
+        features = semantic_embeddings(cfg)
+        return cached_run(cfg, model, params, MODULE[model],
+                          lambda work: cornac_tiger.fit_and_rank(params, ds, splits, cfg.seed, features, work),
+                          splits, USES[model], force)
+    if model in CORNAC:
+        from . import cornac_baselines as cb
+
+        return cached_run(cfg, model, params, MODULE[model],
+                          lambda work: cb.fit_and_rank(model, params, ds, splits, cfg.seed, work), splits, (), force)
+    if model in ("LightGCN", "AlphaRec"):
+        from . import alpharec
+
+        features = None
+        if model == "AlphaRec":
+            from .semantic import semantic_embeddings
+
+            features = semantic_embeddings(cfg)
+        return cached_run(cfg, model, params, MODULE[model],
+                          lambda work: alpharec.fit_and_rank(model, params, splits, cfg.seed, features, work),
+                          splits, USES.get(model, ()), force)
+    raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
+
+
+def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
+    """The key the current code computes for a recorded ``baseline`` artefact key (what
+    ``python -m ungerlib.reproduce --check`` compares): same data, seed, model and parameters."""
+    from .baselines import run_key
+    from .reproduce import config_from_key
+
+    model = key.get("model")
+    if model not in MODULE:
+        raise BaselineError(f"unknown rerun baseline {model!r} in a recorded key; known: {RERUN}")
+    return run_key(config_from_key(key, profile), model, key["params"], MODULE[model], USES.get(model, ()))
+
+
+@dataclass
+class Tuned:
+    """A model's grid on one data set: every setting's validation metrics, and the selected run."""
+
+    model: str
+    best: RunResult
+    grid: pd.DataFrame  # one row per setting: its grid entry, valid metrics, best epoch, wall time
+
+
+def tune(cfg: C.RunConfig, model: str) -> Tuned:
+    """Train every grid setting of ``model`` (cached) and select the best validation NDCG@20 (all items
+    ranked), never looking at test."""
+    runs = [run(cfg, model, p) for p in grid(cfg.profile, model)]
+    rows = []
+    for r, g in zip(runs, _GRID[cfg.profile][model]):
+        rows.append({"setting": ", ".join(f"{k}={v}" for k, v in g.items()) or "(base)",
+                     **{f"valid {m}": r.metrics["valid_all"][m] for m in ("recall@10", "ndcg@20")},
+                     "best epoch": r.info.get("best_epoch"), "epochs run": r.info.get("epochs_run"),
+                     "wall_s": r.info.get("wall_s")})
+    best = max(runs, key=lambda r: r.metrics["valid_all"][SELECT])
+    return Tuned(model, best, pd.DataFrame(rows))
+
+
+# --------------------------------------------------------------------------- the other rows
+
+def reference_rankings(cfg: C.RunConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Per-user top-20 rankings of the simple references: popularity (training-target counts; both
+    rankings) and the cosine kNN from the user's last item on the Stage I embeddings that Stage II
+    quantises (history excluded only: with every item ranked, its first item is the last item itself)."""
+    from .analysis import knn_rankings, popularity_rankings
+    from .data import get_splits
+    from .stage1 import stage1_embeddings
+
+    _, splits = get_splits(cfg)
+    emb = stage1_embeddings(cfg, progress=False).integrated
+    pop, knn = {}, {}
+    for split in ("valid", "test"):
+        ex = getattr(splits, split)
+        pop[f"{split}_all"] = popularity_rankings(splits, ex, 20)
+        pop[f"{split}_excl"] = popularity_rankings(splits, ex, 20, exclude_history=True)
+        knn[f"{split}_excl"] = knn_rankings(emb, ex, 20)
+    return {REFERENCES[0]: pop, REFERENCES[1]: knn}
+
+
+def unger_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
+    """UNGER's per-user top-20 rankings from :func:`ungerlib.stage2.evaluate_stage2` (cached artefact)."""
+    from pathlib import Path
+
+    from .stage2 import evaluate_stage2
+
+    path = Path(evaluate_stage2(cfg)["path"])
+    return {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
+
+
+@dataclass
+class Overall:
+    """Everything Table 3 needs for one data set: per-row rankings (``rows[name][tag]``), the tuned
+    rerun models and the targets of each split."""
+
+    dataset: str
+    rows: dict[str, dict[str, np.ndarray]]
+    tuned: dict[str, Tuned]
+    targets: dict[str, np.ndarray]
+
+
+def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True,
+            with_discrec: bool = False) -> Overall:
+    """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings
+    (and, with ``with_discrec``, the DiscRec-style Stage II variant's, :mod:`ungerlib.discrec`)."""
+    from .data import get_splits
+
+    _, splits = get_splits(cfg)
+    tuned = {m: tune(cfg, m) for m in models}
+    rows: dict[str, dict[str, np.ndarray]] = {m: {t: t_.best.rankings(t) for t in TAGS} for m, t_ in tuned.items()}
+    rows.update(reference_rankings(cfg))
+    if with_unger:
+        rows["UNGER (ours)"] = unger_rankings(cfg)
+    if with_discrec:
+        from pathlib import Path
+
+        from .discrec import evaluate_discrec
+
+        path = Path(evaluate_discrec(cfg)["path"])
+        rows[DISCREC] = {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
+    return Overall(cfg.data.dataset, rows, tuned, {"valid": splits.valid.target, "test": splits.test.target})
+
+
+def kind(row: str) -> str:
+    """Where a row of Table 3 comes from."""
+    if row in BEYOND_PAPER:
+        return "rerun, beyond the paper"
+    if row in RERUN:
+        return "rerun"
+    if row in REFERENCES:
+        return "reference"
+    if row == DISCREC:
+        return "ours, variant beyond the paper"
+    if row.startswith("UNGER"):
+        return "ours"
+    return "cited (paper)"
+
+
+def table3(results: list[Overall], split: str = "test") -> pd.DataFrame:
+    """Table 3, long form: one row per (data set, model, ranking) with Recall/NDCG@10/20 on ``split``,
+    every rerun row, reference and UNGER scored by :func:`ungerlib.metrics.rank_metrics`, plus the
+    paper's cited rows (its numbers, its protocols) under the ranking ``excl``."""
+    from .metrics import rank_metrics
+    from .report import PAPER_TABLE3, PAPER_TABLE3_REIMPLEMENTED
+
+    out = []
+    for res in results:
+        for name, ranks in res.rows.items():
+            for ranking in ("all", "excl"):
+                tag = f"{split}_{ranking}"
+                if tag in ranks:
+                    out.append({"dataset": res.dataset, "model": name, "kind": kind(name), "ranking": ranking,
+                                **rank_metrics(ranks[tag], res.targets[split])})
+        if split == "test" and res.dataset in PAPER_TABLE3.index.get_level_values(0):
+            for model, vals in PAPER_TABLE3.loc[res.dataset].iterrows():
+                note = " (paper's rerun*)" if model in PAPER_TABLE3_REIMPLEMENTED else ""
+                out.append({"dataset": res.dataset, "model": f"{model}{note}", "kind": "cited (paper)",
+                            "ranking": "paper", **vals.to_dict()})
+    df = pd.DataFrame(out).set_index(["dataset", "model", "ranking"])
+    return df[["kind", *METRICS]]
+
+
+def mark_best(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 3 as text with the best value of each column **bold** and the second best _italic_,
+    within each data set among the rows ranked with history excluded and the cited rows (the fair
+    comparison: the paper's classical rows come from S3-Rec's full-sort protocol, which drops seen items),
+    and separately among the rows with every item ranked."""
+    shown = table.copy()
+    for col in METRICS:
+        shown[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    for ds in table.index.get_level_values(0).unique():
+        for group in (("excl", "paper"), ("all",)):
+            sel = table.index.get_level_values(0).isin([ds]) & table.index.get_level_values(2).isin(group)
+            for col in METRICS:
+                vals = table.loc[sel, col].dropna().sort_values(ascending=False)
+                for pos, fmt in zip(range(2), ("**{}**", "_{}_")):
+                    if pos < len(vals):
+                        idx = vals.index[pos]
+                        shown.loc[idx, col] = fmt.format(shown.loc[idx, col])
+    return shown
+
+
+def versus_paper(results: list[Overall]) -> pd.DataFrame:
+    """Each rerun model's test metrics, both rankings, next to the paper's number for the same model
+    (where its Table 3 has one) and the relative difference of the history-excluded ranking."""
+    from .report import PAPER_TABLE3
+
+    t = table3(results)
+    rows = []
+    for (ds, model, ranking), r in t.iterrows():
+        if r["kind"].startswith("rerun") and ranking == "excl":
+            paper = PAPER_TABLE3.loc[(ds, model)] if (ds, model) in PAPER_TABLE3.index else None
+            for m in METRICS:
+                p = None if paper is None else float(paper[m])
+                rows.append({"dataset": ds, "model": model, "metric": m, "ours, all items": t.loc[(ds, model, "all"), m],
+                             "ours, history excluded": r[m], "paper": p,
+                             "excl vs paper": None if p is None else (r[m] - p) / p})
+    return pd.DataFrame(rows).set_index(["dataset", "model", "metric"])
+
+
+def tuning(results: list[Overall]) -> pd.DataFrame:
+    """Every grid setting tried, its validation metrics (all items), best epoch and wall time; the
+    selected one marked."""
+    out = []
+    for res in results:
+        for model, t in res.tuned.items():
+            g = t.grid.copy()
+            g["selected"] = [r == t.best.metrics["valid_all"][SELECT] for r in g["valid ndcg@20"]]
+            g.insert(0, "model", model)
+            g.insert(0, "dataset", res.dataset)
+            out.append(g)
+    return pd.concat(out).set_index(["dataset", "model", "setting"]) if out else pd.DataFrame()
+
+
+def times(results: list[Overall]) -> pd.DataFrame:
+    """Per rerun model and data set: the selected run's wall time (training, per-epoch validation and
+    the final rankings), epochs run and selected, threads, the whole grid's wall time, and the loss."""
+    out = []
+    for res in results:
+        for model, t in res.tuned.items():
+            i = t.best.info
+            out.append({"dataset": res.dataset, "model": model, "selected_run_s": i.get("wall_s"),
+                        "grid_s": float(t.grid["wall_s"].sum()), "grid size": len(t.grid),
+                        "epochs run": i.get("epochs_run"), "best epoch": i.get("best_epoch"),
+                        "threads": i.get("threads"), "loss": i.get("loss")})
+    return pd.DataFrame(out).set_index(["dataset", "model"])
+
+
+def significance(res: Overall, metrics: tuple[str, ...] = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")) -> pd.DataFrame:
+    """Paired tests over test users of UNGER against the best rerun baseline, for each ranking.
+
+    The best baseline is chosen on **validation** NDCG@20 (same ranking), never on test; per-user
+    values come from :func:`ungerlib.metrics.per_user` and the tests from
+    :func:`ungerlib.significance.paired_test` (two-sided paired t-test and Wilcoxon signed-rank)."""
+    from .metrics import per_user, rank_metrics
+    from .significance import paired_test
+
+    ours = "UNGER (ours)"
+    if ours not in res.rows:
+        raise BaselineError("significance needs UNGER's rankings (overall(..., with_unger=True))")
+    rerun = [m for m in res.rows if m in RERUN]
+    if not rerun:
+        raise BaselineError("significance needs at least one rerun baseline")
+    out = []
+    for ranking in ("all", "excl"):
+        best = max(rerun, key=lambda m: rank_metrics(res.rows[m][f"valid_{ranking}"], res.targets["valid"])[SELECT])
+        a = per_user(res.rows[ours][f"test_{ranking}"], res.targets["test"])
+        b = per_user(res.rows[best][f"test_{ranking}"], res.targets["test"])
+        for m in metrics:
+            t = paired_test(a[m], b[m])
+            out.append({"dataset": res.dataset, "ranking": ranking, "baseline": best, "metric": m,
+                        "UNGER": t["mean_a"], "baseline value": t["mean_b"],
+                        "relative": (t["mean_a"] - t["mean_b"]) / t["mean_b"] if t["mean_b"] else np.nan,
+                        "t-test p": t["t_pvalue"], "Wilcoxon p": t["wilcoxon_pvalue"],
+                        "UNGER better, p < 0.05": bool(t["mean_a"] > t["mean_b"] and t["t_pvalue"] < 0.05)})
+    return pd.DataFrame(out).set_index(["dataset", "ranking", "metric"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=C.PROFILES)
+    ap.add_argument("--dataset", default=None)
+    ap.add_argument("--models", nargs="+", default=list(RERUN), choices=RERUN)
+    ap.add_argument("--only", type=int, nargs="*", help="grid entries to run (0-based), default all")
+    a = ap.parse_args(argv)
+    cfg = C.profile(a.profile, a.dataset)
+    for model in a.models:
+        points = grid(a.profile, model)
+        for i, p in enumerate(points):
+            if a.only is not None and i not in a.only:
+                continue
+            r = run(cfg, model, p)
+            print(f"{cfg.data.dataset} {model} {p}: valid ndcg@20={r.metrics['valid_all']['ndcg@20']:.4f} "
+                  f"test recall@10={r.metrics['test_all']['recall@10']:.4f} ndcg@10={r.metrics['test_all']['ndcg@10']:.4f} "
+                  f"(excl {r.metrics['test_excl']['recall@10']:.4f} / {r.metrics['test_excl']['ndcg@10']:.4f}) "
+                  f"best epoch {r.info.get('best_epoch')} wall {r.info.get('wall_s')}s -> {r.path}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
