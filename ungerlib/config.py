@@ -19,6 +19,7 @@ value fails before any work starts, with a :class:`ConfigError` naming the setti
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import types
@@ -250,10 +251,17 @@ def module_closure(module: str) -> list[str]:
 
 
 def _imports(module: str) -> set[str]:
+    return {n for n in _imported_names(_source(module)) if _path(n).exists()}
+
+
+@functools.lru_cache(maxsize=256)
+def _imported_names(source: str) -> frozenset[str]:
+    """The ``ungerlib`` module names a source text imports (memoised by the text itself, so an edited
+    file is parsed again and an unchanged one is not: a sweep computes many keys)."""
     import ast
 
     names = set()
-    for node in ast.walk(ast.parse(_source(module))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom):
             if node.level == 1 and node.module:  # from .x import y
                 names.add(node.module.split(".")[0])
@@ -264,7 +272,7 @@ def _imports(module: str) -> set[str]:
                 names.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
         elif isinstance(node, ast.Import):
             names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("ungerlib."))
-    return {n for n in names if _path(n).exists()}
+    return frozenset(names)
 
 
 def _closure(module: str) -> set[str]:
@@ -289,9 +297,15 @@ def _source(module: str) -> str:
 
 def _normalised(module: str) -> str:
     """The module's AST without docstrings: comments, docstrings and layout do not change a hash."""
+    return _normalised_source(_source(module))
+
+
+@functools.lru_cache(maxsize=256)
+def _normalised_source(source: str) -> str:
+    """:func:`_normalised` of a source text, memoised by the text (an edited file is parsed again)."""
     import ast
 
-    tree = ast.parse(_source(module))
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
@@ -626,25 +640,44 @@ def profile(name: str = "cpu", dataset: str | None = None, **overrides: Any) -> 
 
 # --------------------------------------------------------------------------- paper rows
 
+# The named rows of the paper's ablation tables and figures; each is a change to the profile's config,
+# so a row means "the profile's default with this difference", whatever the default is. Rows that need
+# no change (ours, cka_ikd, hkmeans_codes, K<profile K>) are the default config itself, and so share
+# its artefacts (a config is its artefacts' key).
+PAPER_ROWS: dict[str, dict[str, Any]] = {
+    "ours": {},
+    "cka_ikd": {},
+    "semantic_only": {"stage1": {"variant": "semantic"}},
+    "collaborative_only": {"stage1": {"variant": "collab", "alpha": 0.0}},
+    # Table 5's Concat numbers equal Table 6's "\\" row (no CKA, no IKD) in the paper, so both rows are
+    # the same config: E_C of DIN alone concatenated with PCA(E_S), Stage II without IKD.
+    "concat": {"stage1": {"variant": "concat"}, "stage2": {"ikd": False}},
+    "none": {"stage1": {"variant": "concat"}, "stage2": {"ikd": False}},
+    "cka": {"stage2": {"ikd": False}},
+    "random_codes": {"codes": {"method": "random"}},
+    "rqvae_codes": {"codes": {"method": "rqvae"}},
+    "hkmeans_codes": {"codes": {"method": "hkmeans"}},
+}
+
+
 def variant(cfg: RunConfig, row: str) -> RunConfig:
     """The config of one named row of the paper's tables, derived from ``cfg``.
 
-    Table 5: ``semantic_only``, ``collaborative_only``, ``concat``, ``ours``.
+    Table 5: ``semantic_only``, ``collaborative_only``, ``concat`` (= ``none``), ``ours``.
     Table 6: ``none`` (concat, no IKD), ``cka`` (no IKD), ``cka_ikd`` (= ours).
-    Fig 8:   ``random_codes``, ``rqvae_codes``, ``hkmeans_codes``.
+    Fig 8:   ``random_codes``, ``rqvae_codes``, ``hkmeans_codes`` (= ours).
+    Fig 9:   ``K<n>``, e.g. ``K128``: hierarchical k-means with branching factor n (``K<cfg K>`` = ours).
+
+    >>> variant(profile("cpu"), "K512").codes.K
+    512
+    >>> variant(profile("cpu"), "cka_ikd") == variant(profile("cpu"), "ours")
+    True
     """
-    rows: dict[str, dict[str, Any]] = {
-        "ours": {},
-        "cka_ikd": {},
-        "semantic_only": {"stage1": {"variant": "semantic"}},
-        "collaborative_only": {"stage1": {"variant": "collab", "alpha": 0.0}},
-        "concat": {"stage1": {"variant": "concat"}},
-        "none": {"stage1": {"variant": "concat"}, "stage2": {"ikd": False}},
-        "cka": {"stage2": {"ikd": False}},
-        "random_codes": {"codes": {"method": "random"}},
-        "rqvae_codes": {"codes": {"method": "rqvae"}},
-        "hkmeans_codes": {"codes": {"method": "hkmeans"}},
-    }
-    if row not in rows:
-        raise ConfigError(f"unknown paper row {row!r}; known: {sorted(rows)}")
-    return cfg.replace(**rows[row]) if rows[row] else dataclasses.replace(cfg)
+    import re
+
+    m = re.fullmatch(r"K(\d+)", row)
+    if m:
+        return cfg.replace(codes={"K": int(m.group(1))})  # a K below 2 fails the range check, naming codes.K
+    if row not in PAPER_ROWS:
+        raise ConfigError(f"unknown paper row {row!r}; known: {sorted(PAPER_ROWS)} or K<n> (codebook size, e.g. K128)")
+    return cfg.replace(**PAPER_ROWS[row]) if PAPER_ROWS[row] else dataclasses.replace(cfg)

@@ -193,6 +193,10 @@ LABELS = {
     "rel_diff": "ours vs paper",
     "valid_all": "validation, all items", "valid_excl": "validation, history excluded",
     "test_all": "test, all items", "test_excl": "test, history excluded",
+    "p_test_all": "p, test, all items", "p_test_excl": "p, test, history excluded",
+    "test_all_se": "standard error, test, all items", "ours_std": "ours, std over seeds",
+    "test_all_std": "std over seeds, test, all items", "test_excl_std": "std over seeds, test, history excluded",
+    "same_run_as": "same run as", "train_s": "training time (s)",
 }
 # Terms a table may use, explained in a legend line under it: (pattern in the rendered table, meaning).
 TERMS: list[tuple[str, str]] = [
@@ -209,6 +213,11 @@ TERMS: list[tuple[str, str]] = [
     (r"same category, shared first code", "same category, shared first code = chance that two items under one "
                                            "first-level code share a leaf category (random pair: any two items)"),
     (r"\bpopularity\b", "popularity = items ranked by how often they are a training target"),
+    (r"\bp, test\b", "p = two-sided paired t-test over the test users against the row ours (each user's values "
+                     "averaged over the seeds when there are several; empty for ours and rows that are the same run)"),
+    (r"std over seeds", "std over seeds = standard deviation of the metric over the seeds' runs"),
+    (r"standard error, test", "standard error = standard deviation of the per-user values / sqrt(users)"),
+    (r"same run as", "same run as = the row whose config is identical, so its run is read, not trained again"),
 ]
 _METRIC = re.compile(r"^(?:(valid|test)_)?(recall|ndcg|hit|mrr)@(\d+)$")
 _FOUR_DECIMALS = re.compile(r"(recall|ndcg|hit|mrr)@\d+|crossmodal|top1|cos_|same_category|share|rate", re.I)

@@ -44,11 +44,11 @@ PAPER_ARTEFACTS = {
     "Stage I curves, CKA effect (Eq. 2-5)": "02_stage1",
     "Code report, Fig 8-9 inputs": "03_codes",
     "Table 3 (UNGER row)": "04_stage2",
-    "Table 5, Table 6 (ablations)": "05_ablations",
+    "Table 5, Table 6, Fig 8, Fig 9 (ablations: modalities, CKA/IKD, quantisers, K)": "05_ablations",
     "Table 4, Fig 3 (semantic dominance, Eq. 9-10)": "06_semantic_dominance",
     "Fig 5 (t-SNE)": "07_tsne",
     "Fig 6 (scaling)": "08_scaling",
-    "Fig 7-9 (encoders, quantisers, K)": "09_hyperparameters",
+    "Fig 7 (semantic encoders)": "09_hyperparameters",
     "Fig 2 (inference speed)": "10_inference_speed",
     "Table 3 (all rows, significance)": "11_overall",
 }

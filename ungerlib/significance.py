@@ -13,8 +13,11 @@ from scipy import stats as _stats
 def paired_test(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray) -> dict[str, float]:
     """Two-sided paired t-test and Wilcoxon signed-rank test on per-user metric values."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    t = _stats.ttest_rel(a, b)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a paired test needs two equally long 1-d arrays of at least 2 users, got {a.shape} and {b.shape}")
     diff = a - b
-    w = _stats.wilcoxon(diff) if np.any(diff != 0) else None
-    return {"mean_a": a.mean(), "mean_b": b.mean(), "t_pvalue": float(t.pvalue),
-            "wilcoxon_pvalue": float(w.pvalue) if w is not None else 1.0}
+    if not np.any(diff != 0):  # identical values: no evidence of a difference (the t statistic is 0/0)
+        return {"mean_a": a.mean(), "mean_b": b.mean(), "t_pvalue": 1.0, "wilcoxon_pvalue": 1.0}
+    t = _stats.ttest_rel(a, b)
+    w = _stats.wilcoxon(diff)
+    return {"mean_a": a.mean(), "mean_b": b.mean(), "t_pvalue": float(t.pvalue), "wilcoxon_pvalue": float(w.pvalue)}
