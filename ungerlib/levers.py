@@ -35,6 +35,7 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
     "H = F without IKD (beta = 0)": {**_NODE, "history_tokens": "both", "init": "stage1", "ikd": False},
     "I = F with dropout 0.3": {**_NODE, "history_tokens": "both", "init": "stage1", "dropout": 0.3},
     "J = F with dropout 0.5": {**_NODE, "history_tokens": "both", "init": "stage1", "dropout": 0.5},
+    "K = C with dropout 0.3": {**_NODE, "dropout": 0.3},
 }
 # The screening budget of every row: a full cosine schedule over few epochs, length-bucketed batches.
 SCREEN = {"epochs": 5, "bucket": 8}
