@@ -29,10 +29,14 @@ def test_item_vector_is_the_gated_mix_of_the_branches(parts):
         w = m.gate_weights(sem, co)
     assert x.shape == (3, 4, cfg.stage2.d_model)
     assert torch.allclose(w.sum(1), torch.ones(12)) and (w > 0).all()
-    torch.testing.assert_close(x.reshape(12, -1), w[:, :1] * sem + w[:, 1:] * co)
+    mix = w[:, :1] * sem + w[:, 1:] * co
+    if cfg.stage2.history_tokens == "both":  # plus the item's own (leaf node) embedding
+        mix = mix + m.node_emb[m.leaf[items.reshape(-1)]].detach()
+    torch.testing.assert_close(x.reshape(12, -1), mix)
     # the semantic branch is UNGER's own history token: the sum of the item's code-token embeddings
     plain = build_model(table, emb, cfg.stage2, splits.max_len, 0)
     plain.enc_code.load_state_dict(m.enc_code.state_dict())
+    plain.node_emb.data.zero_()  # leave out the item embedding "both" adds
     with torch.no_grad():
         torch.testing.assert_close(sem, plain.item_vectors(items.reshape(-1)))
 

@@ -71,7 +71,7 @@ def test_ikd_switch_and_bad_input(world):
     with pytest.raises(ValueError, match="integrated embeddings have shape"):
         stage2.train_stage2(splits, table, emb[:5], cfg, progress=False)
     with pytest.raises(config.ConfigError, match="needs stage2.valid_children=True"):
-        cfg.replace(stage2={"decoder_tokens": "node"})
+        cfg.replace(stage2={"decoder_tokens": "node", "valid_children": False})
 
 
 @pytest.mark.parametrize("variant", [{}, NEW], ids=["paper-literal", "node+item+init"])

@@ -1,0 +1,32 @@
+"""The Stage II lever rows and the profiles' defaults stay in step."""
+import pytest
+
+from ungerlib import config, levers, store
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_profile_defaults_are_the_adopted_row(profile):
+    s2 = config.profile(profile).stage2
+    assert {f: getattr(s2, f) for f in levers.LEVER_FIELDS} == levers.STAGE2_LEVERS[levers.ADOPTED]
+
+
+def test_rows_are_distinct_models_and_name_every_lever():
+    cfg = config.profile("smoke")
+    keys = {store.config_hash(config.artefact_key(levers.lever_config(cfg, r), "stage2")) for r in levers.STAGE2_LEVERS}
+    assert len(keys) == len(levers.STAGE2_LEVERS)
+    for row, settings in levers.STAGE2_LEVERS.items():
+        assert set(settings) == set(levers.LEVER_FIELDS), row
+    assert levers.LITERAL.startswith("A paper-literal") and levers.ADOPTED in levers.STAGE2_LEVERS
+
+
+def test_a_row_means_the_same_model_whatever_the_profile_defaults():
+    """Rows pin every lever, so changing a profile default never re-keys (retrains) a row."""
+    cfg = config.profile("cpu", "Beauty")
+    other = cfg.replace(stage2={"history_tokens": "item", "decoder_tokens": "level", "valid_children": False})
+    for row in (levers.LITERAL, levers.ADOPTED):
+        assert levers.lever_config(cfg, row) == levers.lever_config(other, row)
+
+
+def test_unknown_row_is_a_clear_error():
+    with pytest.raises(config.ConfigError, match="unknown Stage II lever row"):
+        levers.lever_config(config.profile("smoke"), "Z = nothing")
