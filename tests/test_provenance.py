@@ -168,6 +168,25 @@ def test_determinism_comparison_ignores_wall_times_only(tmp_path):
     assert diffs[0].startswith("curves.csv: line 3 differs") and diffs[1] == "extra.md: only in the second run"
 
 
+def test_determinism_check_skips_timing_in_reader_tables_and_multiindex_csv(tmp_path):
+    """What CI met: the Markdown a reader sees labels ``encode_s`` as ``encoding time (s)``, and a
+    table with two column levels puts ``train_s`` in the CSV's second header row."""
+    sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
+    import check_determinism as cd
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d, secs in ((a, 1.25), (b, 7.5)):
+        t = pd.DataFrame({("metric", "recall@10"): [0.5], ("run", "train_s"): [secs], ("run", "grid_s"): [secs]})
+        (d / "runs.csv").write_text(t.to_csv())
+        (d / "runs.md").write_text(report.markdown(t))
+    assert "(s)" in (a / "runs.md").read_text()
+    assert cd.compare(a, b) == []
+    t = pd.DataFrame({("metric", "recall@10"): [0.51], ("run", "train_s"): [1.25], ("run", "grid_s"): [1.25]})
+    (b / "runs.md").write_text(report.markdown(t))
+    assert [d.split(":")[0] for d in cd.compare(a, b)] == ["runs.md"]
+
+
 def test_check_flags_a_profile_change_up_to_the_stages_read(fresh, monkeypatch):
     cfg = config.profile("smoke")
     _touch("stage1", cfg)

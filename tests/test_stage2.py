@@ -37,6 +37,29 @@ def test_learns_planted_structure_far_above_popularity(world, variant):
     assert all(0 <= h["valid_ndcg@20"] <= h["valid_recall@20"] <= 1 for h in hist)
 
 
+def test_same_seed_gives_bit_identical_gradients_on_several_threads(world):
+    """Rows of a shared parameter gathered by plain indexing summed their gradients in thread order
+    (the smoke curves of two CI runs differed in the 8th digit after one epoch); ``stage2.rows``
+    goes through ``F.embedding``, whose backward adds them in a fixed order."""
+    cfg, splits, table, emb = world
+    s2 = cfg.replace(stage2=NEW).stage2
+    hist = torch.from_numpy(stage2.trim(splits.train.history[:128]))
+    target, E = torch.from_numpy(splits.train.target[:128]), torch.from_numpy(emb)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        grads = []
+        for _ in range(2):
+            model = stage2.build_model(table, emb, s2, splits.max_len, seed=0).train()
+            torch.manual_seed(1)
+            model.loss(hist, target, E, torch.arange(20))["loss"].backward()
+            grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_num_threads(threads)
+    assert "node_emb" in grads[0]
+    assert all(torch.equal(grads[0][n], grads[1][n]) for n in grads[0])
+
+
 def test_killed_run_resumes_to_the_same_result(world, tmp_path):
     cfg, splits, table, emb = world
     cfg = cfg.replace(stage2={"epochs": 3, "patience": 99, **NEW})

@@ -5,7 +5,8 @@
 Each run is ``python -m ungerlib.reproduce --profile P`` in a fresh process with its own empty
 ``UNGER_ARTEFACTS`` and ``UNGER_FIGURES`` folders, so every artefact is rebuilt. Then every
 ``.csv`` and ``.md`` of the two runs is compared byte for byte, except columns of wall-clock
-seconds (named ``*_s``, e.g. ``train_s``), which are dropped from both sides first. Provenance
+seconds (named ``*_s`` in a CSV, e.g. ``train_s``, and ``... (s)`` in a Markdown table, e.g.
+``training time (s)``), which are dropped from both sides first. Provenance
 records (timestamps) and PNGs (renderer metadata) are not compared. Exit status 1 on any difference.
 
 The guarantee is for one machine: see docs/REPRODUCIBILITY.md for what differs across machines.
@@ -27,15 +28,20 @@ COMPARED = (".csv", ".md")
 
 
 def _is_timing(name: str) -> bool:
-    return name.strip().endswith("_s")
+    """A wall-clock column: ``*_s`` in a CSV, ``... (s)`` in a Markdown table (``report.label``)."""
+    name = name.strip()
+    return name.endswith("_s") or name.endswith("(s)")
+
+
+HEADER_ROWS = 3  # a CSV of a table with MultiIndex columns has one header row per level
 
 
 def _csv_rows(text: str) -> list[list[str]]:
     rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return rows
-    keep = [i for i, name in enumerate(rows[0]) if not _is_timing(name)]
-    return [[r[i] for i in keep if i < len(r)] for r in rows]
+    timing = {i for r in rows[:HEADER_ROWS] for i, name in enumerate(r) if _is_timing(name)}
+    return [[c for i, c in enumerate(r) if i not in timing] for r in rows]
 
 
 def _md_rows(text: str) -> list[list[str]]:

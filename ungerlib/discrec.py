@@ -26,7 +26,7 @@ import torch.nn as nn
 from . import config as C
 from .codes import CodeTable
 from .metrics import rank_metrics
-from .stage2 import DEVICE, UNGER, _inputs, build_model, train_stage2
+from .stage2 import DEVICE, UNGER, _inputs, build_model, rows, train_stage2
 from .store import atomic_torch_save, atomic_write_json, cached
 
 
@@ -71,7 +71,7 @@ class DiscRecUNGER(UNGER):
         w = self.gate_weights(sem, co)
         x = w[:, :1] * sem + w[:, 1:] * co
         if self.s2.history_tokens == "both":
-            x = x + (self.node_emb[self.leaf[flat]] if self.node_tokens else self.item_emb[flat])
+            x = x + (rows(self.node_emb, self.leaf[flat]) if self.node_tokens else rows(self.item_emb, flat))
         return x.reshape(*shape, -1)
 
 

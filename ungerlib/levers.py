@@ -55,7 +55,7 @@ def lever_config(cfg: C.RunConfig, row: str, budget: dict[str, Any] | None = Non
 def lever_table(cfg: C.RunConfig, rows: list[str] | None = None, budget: dict[str, Any] | None = None,
                 progress: bool = True) -> pd.DataFrame:
     """Best validation epoch of every lever row on ``cfg``'s data set: Recall/NDCG@10/20, the epoch,
-    and the median training seconds per epoch. Trains rows not in the artefact cache."""
+    and the median training seconds per epoch (``epoch_train_s``). Trains rows not in the artefact cache."""
     from .stage2 import run_stage2
 
     out = []
@@ -65,5 +65,5 @@ def lever_table(cfg: C.RunConfig, rows: list[str] | None = None, budget: dict[st
         train_s = sorted(h["train_s"] for h in hist)[len(hist) // 2]
         out.append({"row": row, **{k[6:]: best[k] for k in ("valid_recall@10", "valid_ndcg@10",
                                                                 "valid_recall@20", "valid_ndcg@20")},
-                    "best epoch": best["epoch"], "epochs": len(hist), "train s/epoch": round(train_s)})
+                    "best epoch": best["epoch"], "epochs": len(hist), "epoch_train_s": round(train_s)})
     return pd.DataFrame(out).set_index("row")

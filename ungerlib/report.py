@@ -225,7 +225,8 @@ _FOUR_DECIMALS = re.compile(r"(recall|ndcg|hit|mrr)@\d+|crossmodal|top1|cos_|sam
 
 def label(name: Any) -> str:
     """A column, index or row name as a reader sees it: ``recall@10`` -> ``Recall@10``,
-    ``valid_excl`` -> ``validation, history excluded``, ``loss_seq`` -> ``loss seq``."""
+    ``valid_excl`` -> ``validation, history excluded``, ``loss_seq`` -> ``loss seq``, wall-clock seconds
+    ``grid_s`` -> ``grid (s)`` (every ``*_s`` name ends in ``(s)``, which the determinism check skips)."""
     if not isinstance(name, str):
         return str(name)
     if name in LABELS:
@@ -235,6 +236,8 @@ def label(name: Any) -> str:
         split, metric, k = m.groups()
         metric = {"recall": "Recall", "ndcg": "NDCG", "hit": "HR", "mrr": "MRR"}[metric]
         return f"{'validation ' if split == 'valid' else split + ' ' if split else ''}{metric}@{k}"
+    if re.fullmatch(r"[a-z0-9_]+_s", name):  # wall-clock seconds: ``grid_s`` -> ``grid (s)``
+        return name[:-2].replace("_", " ") + " (s)"
     return name.replace("_", " ") if re.fullmatch(r"[a-z0-9_]+", name) else name
 
 

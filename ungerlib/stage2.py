@@ -106,6 +106,14 @@ class DecodeState:
     level: int  # code level the next token is at
 
 
+def rows(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``weight[idx]`` [..., d] for a parameter ``weight`` [n, d], through ``F.embedding``: its backward
+    sums repeated rows in a fixed order, while plain indexing's backward (``index_put_`` with
+    accumulate) adds them in thread order on a multi-core CPU, so the same seed gave different
+    gradients in the last float bits and, over an epoch, different models."""
+    return F.embedding(idx, weight)
+
+
 def _project(x: np.ndarray, d: int) -> np.ndarray:
     """Rows of ``x`` [n, d_x] as [n, d]: unchanged if d_x == d, top-d principal components if wider,
     zero-padded if narrower (deterministic: SVD, sign fixed)."""
@@ -212,7 +220,7 @@ class UNGER(nn.Module):
             tok = torch.where(c >= 0, c + 1 + torch.arange(self.Lc, device=c.device) * self.K, 0)
             x = self.enc_code(tok).sum(-2)
         if self.s2.history_tokens in ("item", "both"):
-            x = x + (self.node_emb[self.leaf[items]] if self.node_tokens else self.item_emb[items])
+            x = x + (rows(self.node_emb, self.leaf[items]) if self.node_tokens else rows(self.item_emb, items))
         return x
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +234,7 @@ class UNGER(nn.Module):
     def _token_vectors(self, tok: torch.Tensor, node: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
         """Decoder input for code token ``tok`` at ``level`` that leads to trie ``node`` -> [.., d]."""
         if self.node_tokens:
-            return self.node_emb[node]
+            return rows(self.node_emb, node)
         return self.dec_tok(tok + level * self.K)
 
     def _bos(self) -> torch.Tensor:
@@ -239,10 +247,10 @@ class UNGER(nn.Module):
         if self.node_tokens:  # tied: a child's score is <h, its node embedding> + its bias
             kids, tok = self.kids[node], self.kid_tok[node]  # [R, C]
             if level == 0:  # every row is at the root: one GEMM
-                vals = h @ self.node_emb[kids[0].clamp(min=0)].T
+                vals = h @ rows(self.node_emb, kids[0].clamp(min=0)).T
             else:
-                vals = torch.einsum("rd,rcd->rc", h, self.node_emb[kids.clamp(min=0)])
-            vals = (vals + self.node_bias[kids.clamp(min=0)]).masked_fill(kids < 0, -torch.inf)
+                vals = torch.einsum("rd,rcd->rc", h, rows(self.node_emb, kids.clamp(min=0)))
+            vals = (vals + rows(self.node_bias[:, None], kids.clamp(min=0))[..., 0]).masked_fill(kids < 0, -torch.inf)
             out = h.new_full((len(h), self.K + 1), -torch.inf).scatter(1, tok, vals)
             return out[:, :self.K]
         out = h @ self.head[level].T
