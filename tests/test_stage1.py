@@ -27,7 +27,7 @@ def test_din_recovers_planted_transitions(world, trained):
     cfg, splits, _ = world
     pop = np.argsort(-np.bincount(splits.train.target, minlength=splits.n_items))[:20]
     popular = rank_metrics(np.tile(pop, (len(splits.valid), 1)), splits.valid.target)
-    assert trained[0.0].valid_metrics["recall@10"] > 2 * popular["recall@10"]
+    assert trained[0.0].valid_metrics["recall@10"] > 5 * popular["recall@10"]  # 0.52 vs 0.06
 
 
 def test_cka_aligns_modalities(trained):

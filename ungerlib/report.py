@@ -291,7 +291,7 @@ def markdown(df: pd.DataFrame, legend: str | None = None) -> str:
     terms = [meaning for pattern, meaning in TERMS if re.search(pattern, text)]
     if legend:
         terms.append(legend)
-    return text + ("\n\n" + "; ".join(terms) + "." if terms else "") + "\n"
+    return text + ("\n\n" + "; ".join(t.rstrip(".") for t in terms) + "." if terms else "") + "\n"
 
 
 def save_table(df: pd.DataFrame, name: str, cfg: RunConfig | Iterable[RunConfig] | None,

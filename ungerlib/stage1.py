@@ -86,10 +86,6 @@ class DIN(nn.Module):
         super().__init__()
         self.n_items = n_items
         self.s1 = s1 or C.Stage1Config(dim=d)
-        self.mal = None
-        if semantic is not None:
-            self.register_buffer("e_s", torch.from_numpy(np.asarray(semantic, dtype=np.float32)), persistent=False)
-            self.mal = MAL(semantic.shape[1], d, self.s1.norm)
         self.emb = nn.Embedding(n_items + 1, d, padding_idx=n_items)
         nn.init.normal_(self.emb.weight, std=0.05)
         with torch.no_grad():
@@ -102,6 +98,10 @@ class DIN(nn.Module):
         self.out = nn.Linear(d, d)
         self.bias = nn.Parameter(torch.zeros(n_items))
         self.drop = nn.Dropout(dropout)
+        self.mal = None  # created last: DIN's own parameters draw the same random numbers with or without it
+        if semantic is not None:
+            self.register_buffer("e_s", torch.from_numpy(np.asarray(semantic, dtype=np.float32)), persistent=False)
+            self.mal = MAL(semantic.shape[1], d, self.s1.norm)
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hist [B, L] item ids (padding = n) -> (h [B, L, d], mask [B, L], rows [B, L*(H+1), d])."""

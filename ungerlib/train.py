@@ -98,9 +98,11 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
     ``batches(rng)`` gives one epoch's index arrays, ``loss_fn(idx, rng)`` the loss terms of a batch,
     ``validate()`` the validation metrics (recorded as ``valid_<name>``). Wall times are recorded as
     ``train_s`` / ``valid_s``: the only fields a resumed run does not repeat exactly.
+
+    ``seed`` seeds the NumPy generator of batches and negatives; torch's generator (dropout) is not
+    reseeded: it continues from the model's initialisation, which the caller seeds.
     """
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(params or list(model.parameters()), lr=sched.lr, weight_decay=sched.weight_decay)
     per_epoch = len(batches(np.random.default_rng(seed)))  # same count every epoch
