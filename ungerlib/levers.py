@@ -30,18 +30,22 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
     "D = C + item embedding in the history (item only)": {**_NODE, "history_tokens": "item"},
     "E = C + item embedding in the history (code sum + item)": {**_NODE, "history_tokens": "both"},
     "F = E + item/node embeddings from Stage I": {**_NODE, "history_tokens": "both", "init": "stage1"},
-    "G = F with IKD cosine / tau 0.1 (EAGER)": {**_NODE, "history_tokens": "both", "init": "stage1",
-                                                "ikd_sim": "cosine", "ikd_tau": 0.1},
-    "H = F without IKD (beta = 0)": {**_NODE, "history_tokens": "both", "init": "stage1", "ikd": False},
-    "I = F with dropout 0.3": {**_NODE, "history_tokens": "both", "init": "stage1", "dropout": 0.3},
-    "J = F with dropout 0.5": {**_NODE, "history_tokens": "both", "init": "stage1", "dropout": 0.5},
-    "K = E with dropout 0.3": {**_NODE, "history_tokens": "both", "dropout": 0.3},
+    # The IKD and regularisation levers vary the adopted row E (F's Stage I initialisation did not help).
+    "G = E with IKD cosine / tau 0.1 (EAGER)": {**_NODE, "history_tokens": "both", "ikd_sim": "cosine",
+                                                "ikd_tau": 0.1},
+    "H = E without IKD (beta = 0)": {**_NODE, "history_tokens": "both", "ikd": False},
+    "I = E with dropout 0.3": {**_NODE, "history_tokens": "both", "dropout": 0.3},
 }
 # The row the profiles' Stage II defaults follow (tests/test_levers.py keeps them in step), and the
-# paper-literal row it is confirmed against on every data set.
+# paper-literal row it is confirmed against on every data set. Selection rule: the best validation
+# NDCG@20 on Beauty; rows within noise of the best (about one standard error, 0.0013) count as tied,
+# and among tied rows the one closest to the paper's text wins (E keeps the unicode in the history,
+# D drops it: D 0.0600 vs E 0.0598 at the screening budget, README "Stage II levers").
 ADOPTED = "E = C + item embedding in the history (code sum + item)"
 LITERAL = next(iter(STAGE2_LEVERS))
 # The screening budget of every row: a full cosine schedule over few epochs, length-bucketed batches.
+# The cpu profile trains its default at this budget too (validation peaks at epoch 4 of 5 for rows
+# C-F), so the adopted row's screening run is the cpu default run, trained once.
 SCREEN = {"epochs": 5, "bucket": 8}
 
 
