@@ -52,8 +52,8 @@ sasrec = names[:1] if sasrec is None else list(sasrec)
 # Every row names all its lever settings (`levers.STAGE2_LEVERS`) and trains at the same short screening
 # budget (`levers.SCREEN`: a full cosine schedule over few epochs, length-bucketed batches); rows A–E add
 # one change at a time to the paper-literal reading, F initialises from Stage I, G–I vary IKD and dropout
-# on E. On the
-# other data sets the literal and the adopted rows are trained as a check. Validation only, every item ranked.
+# on E. On the other data sets the literal and the adopted rows are trained as a check. Validation only,
+# every item ranked.
 
 # %%
 first = names[0]
@@ -77,7 +77,8 @@ display(Markdown(
 
 # %% [markdown]
 # ## The default at its full budget
-# The profile's Stage II (`config.profile`) is the adopted row trained for `stage2.epochs` epochs.
+# The profile's Stage II (`config.profile`) is the adopted row trained for `stage2.epochs` epochs (on `cpu`
+# the screening budget itself, so it is the lever table's run of that row, trained once).
 # Curves of the generation loss, the IKD loss and validation NDCG@20 (beam `stage2.eval_beam`); the
 # dashed line marks the selected epoch (best validation NDCG@20).
 
