@@ -92,8 +92,6 @@ PAPER_TABLE6 = pd.DataFrame.from_dict({
 # Table 4 (Beauty): proportional similarity (semantic, collaborative).
 PAPER_TABLE4 = pd.DataFrame({"semantic": [0.9733, 0.5989], "collaborative": [0.0267, 0.4011]},
                             index=["concat", "ours"])
-# The strongest tuned SASRec we know of on Beauty (issue target).
-TUNED_SASREC_BEAUTY = {"recall@10": 0.0740, "ndcg@10": 0.0423}
 
 # ----------------------------------------------------------------------------- where things go
 
