@@ -31,10 +31,3 @@ def test_unknown_row_is_a_clear_error():
     with pytest.raises(config.ConfigError, match="unknown Stage II lever row"):
         levers.lever_config(config.profile("smoke"), "Z = nothing")
 
-
-def test_cpu_default_is_the_adopted_rows_screening_run():
-    """The cpu default trains at the screening budget, so the adopted row's run is the default run."""
-    cfg = config.profile("cpu", "Beauty")
-    assert levers.lever_config(cfg, levers.ADOPTED) == cfg
-    assert store.config_hash(config.artefact_key(levers.lever_config(cfg, levers.ADOPTED), "stage2")) == \
-        store.config_hash(config.artefact_key(cfg, "stage2"))
