@@ -30,4 +30,3 @@ def test_a_row_means_the_same_model_whatever_the_profile_defaults():
 def test_unknown_row_is_a_clear_error():
     with pytest.raises(config.ConfigError, match="unknown Stage II lever row"):
         levers.lever_config(config.profile("smoke"), "Z = nothing")
-
