@@ -30,3 +30,16 @@ def test_a_row_means_the_same_model_whatever_the_profile_defaults():
 def test_unknown_row_is_a_clear_error():
     with pytest.raises(config.ConfigError, match="unknown Stage II lever row"):
         levers.lever_config(config.profile("smoke"), "Z = nothing")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_adopted_row_at_full_budget_is_the_profile_default_run(profile):
+    """The full-budget confirmation reuses the default Stage II artefact instead of training it again,
+    and the other confirmed rows are distinct runs at the profile's own number of epochs."""
+    cfg = config.profile(profile, "Beauty")
+    key = lambda c: store.config_hash(config.artefact_key(c, "stage2"))
+    assert key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL)) == key(cfg)
+    assert levers.CONFIRM[:2] == (levers.LITERAL, levers.ADOPTED) and set(levers.CONFIRM) <= set(levers.STAGE2_LEVERS)
+    full = [levers.lever_config(cfg, r, levers.FULL) for r in levers.CONFIRM]
+    assert len({key(c) for c in full}) == len(levers.CONFIRM)
+    assert all(c.stage2.epochs == cfg.stage2.epochs for c in full)
