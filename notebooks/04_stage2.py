@@ -33,7 +33,7 @@
 profile = "cpu"
 datasets = None  # None: the profile's data sets
 lever_rows = None  # None: every row of levers.STAGE2_LEVERS on the first data set (smoke: the literal and adopted rows)
-confirm_rows = None  # rows trained again at the full budget on the first data set; None: levers.CONFIRM (smoke: A, E)
+confirm_rows = None  # rows trained again at the full budget on the first data set; None: levers.CONFIRM
 sasrec = None  # data sets with the same-split SASRec reference (softmax loss, tuned on validation;
 # ungerlib.overall); None: the first, where the target is set (notebook 11 trains it on every data set)
 
@@ -46,8 +46,7 @@ names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
 if lever_rows is None:
     lever_rows = list(levers.STAGE2_LEVERS) if profile != "smoke" else [levers.LITERAL, levers.ADOPTED]
-if confirm_rows is None:
-    confirm_rows = list(levers.CONFIRM) if profile != "smoke" else [levers.LITERAL, levers.ADOPTED]
+confirm_rows = list(levers.CONFIRM) if confirm_rows is None else confirm_rows
 sasrec = names[:1] if sasrec is None else list(sasrec)
 
 # %% [markdown]
