@@ -31,6 +31,8 @@ def test_relative_differences_are_percentages(tmp_path, monkeypatch):
     md = (tmp_path / "t.md").read_text()
     assert "-24.8 %" in md and "ours vs paper Recall@10" in md and "rel_diff" not in md
     assert "ours vs paper = (ours - paper) / paper" in md and "paper = its Table 3." in md
+    assert ".;" not in md and ".." not in md
+    assert report.markdown(ours, legend="Is it above?").rstrip().endswith(". Is it above?")  # no "?."
     assert pd.read_csv(tmp_path / "t.csv", header=[0, 1], index_col=0).iloc[0, 2] < 0  # the CSV keeps the number
 
 

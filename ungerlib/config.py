@@ -119,8 +119,8 @@ class CodesConfig(_Checked):
 @dataclass
 class Stage2Config(_Checked):
     # The lever defaults (history_tokens, decoder_tokens, valid_children, init, IKD form, dropout)
-    # follow ungerlib.levers.ADOPTED, the row Beauty validation supports (notebook 04, README); the
-    # paper's text fixes none of them. Row A of the levers is the paper-literal reading.
+    # follow ungerlib.levers.ADOPTED, the row Beauty validation supports at the full budget (notebook
+    # 04, README): row A, the paper-literal reading (the paper's text fixes none of them).
     d_model: int = 128  # paper: 128
     enc_layers: int = 1  # paper: 1
     dec_layers: int = 4  # paper: 4
@@ -129,13 +129,13 @@ class Stage2Config(_Checked):
     dropout: float = 0.1
     # What one history item is to the encoder (one token per item either way): the sum of its
     # per-level code-token embeddings ("codes"), its own item embedding ("item"), or both summed.
-    history_tokens: Literal["codes", "item", "both"] = "both"
+    history_tokens: Literal["codes", "item", "both"] = "codes"
     # Decoder token embeddings and output layer: one table and head per code level, shared by all
     # prefixes ("level"), or one embedding per trie node, tied with the output ("node").
-    decoder_tokens: Literal["level", "node"] = "node"
+    decoder_tokens: Literal["level", "node"] = "level"
     # Normalise the loss and the beam's softmax over the prefix's existing children only
     # (required by decoder_tokens="node", which has no embedding for a missing child).
-    valid_children: bool = True
+    valid_children: bool = False
     # Item and trie-node embeddings: random, or from the Stage I integrated embeddings (PCA to
     # d_model when wider; a node gets the mean of its items).
     init: Literal["random", "stage1"] = "random"

@@ -287,9 +287,16 @@ def markdown(df: pd.DataFrame, legend: str | None = None) -> str:
             align.insert(0, "left")
     text = out.to_markdown(index=False, disable_numparse=True, colalign=align)
     terms = [meaning for pattern, meaning in TERMS if re.search(pattern, text)]
-    if legend:
-        terms.append(legend)
-    return text + ("\n\n" + "; ".join(t.rstrip(".") for t in terms) + "." if terms else "") + "\n"
+    lines = ["; ".join(terms) + "." if terms else "", _sentence(legend) if legend else ""]
+    lines = " ".join(line for line in lines if line)
+    return text + ("\n\n" + lines if lines else "") + "\n"
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in a full stop, unless it already ends in ``.?!`` (a legend may start with a term
+    such as ``excl = ...``, so its case is kept)."""
+    text = text.strip()
+    return text + ("" if text.endswith((".", "?", "!")) else ".")
 
 
 def save_table(df: pd.DataFrame, name: str, cfg: RunConfig | Iterable[RunConfig] | None,
