@@ -64,9 +64,8 @@ plan
 # The plan, before anything trains: every row, the Stage II run it maps to (`run`), the row it shares
 # that run with (`same run as`) and the run's state in the artefact store. Only the distinct runs train;
 # each checkpoints every epoch, so an interrupted notebook resumes where it stopped when run again.
-# Stage II budget per row (`ablations.PROFILE_STAGE2`): 4 epochs on `smoke` to fit CI; on `cpu` the
-# screening budget of notebook 04's lever table (`levers.SCREEN`, 5 epochs), so `ours` here is the
-# lever table's adopted row, one run; on `paper` the profile's full budget.
+# Stage II budget per row (`ablations.PROFILE_STAGE2`): 4 epochs on `smoke` to fit CI; on `cpu` and
+# `paper` the profile's full budget, so `ours` here is notebook 04's default run.
 
 # %%
 results = {n: ablations.run_rows(base[n], ROWS[n], seeds) for n in names}
