@@ -5,11 +5,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import readme_tables  # noqa: E402
 
+
 def test_readme_tables_are_in_step_with_figures():
     assert readme_tables.check() == []
 
+
 def test_readme_has_table_blocks():
     assert len(list(readme_tables.BLOCK.finditer(readme_tables.README.read_text()))) >= 3
+
 
 def test_a_drifted_or_dangling_block_is_reported(tmp_path, monkeypatch):
     (tmp_path / "figures" / "cpu").mkdir(parents=True)

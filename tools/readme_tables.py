@@ -9,7 +9,7 @@ README is always the number of a committed table with provenance beside it. This
 from its file or, with ``--check``, lists the blocks that differ and exits non-zero.
 
     python tools/readme_tables.py           # after regenerating figures
-    python tools/readme_tables.py --check   # CI (tests/test_packaging.py calls check())
+    python tools/readme_tables.py --check   # CI (tests/test_readme_tables.py calls check())
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def rendered(text: str) -> str:
 
 
 def check(readme: Path = README) -> list[str]:
-    """Names of the blocks whose content differs from their file (empty: in step)."""
+    """One message per block whose content differs from its file or names no file (empty: in step)."""
     bad = []
     for m in BLOCK.finditer(readme.read_text()):
         try:
