@@ -8,7 +8,6 @@ PY := .venv/bin/python
 # The smoke models are tiny: one torch thread is faster than two there (README, "How long"), and it
 # leaves the other core free. Override with e.g. make test SMOKE_THREADS=all.
 SMOKE_THREADS ?= 1
-SMOKE := UNGER_THREADS=$(SMOKE_THREADS)
 
 .venv/.installed: requirements.txt requirements-baselines.txt pyproject.toml
 	python3 -m venv .venv
@@ -25,13 +24,15 @@ figures: setup
 
 # The smoke notebooks' outputs must name every artefact they read, under keys the current code
 # computes (--allow-dirty: a local tree with uncommitted edits; CI's fresh clone is clean anyway).
+test determinism: export UNGER_THREADS = $(SMOKE_THREADS)
+
 test: setup
-	$(SMOKE) $(PY) -m pytest -q tests
-	$(SMOKE) $(PY) -m ungerlib.reproduce --profile smoke --nbval
-	$(SMOKE) $(PY) -m ungerlib.reproduce --profile smoke --check --allow-dirty
+	$(PY) -m pytest -q tests
+	$(PY) -m ungerlib.reproduce --profile smoke --nbval
+	$(PY) -m ungerlib.reproduce --profile smoke --check --allow-dirty
 
 # Every table of two smoke runs from empty caches is byte-identical (wall-clock *_s columns aside).
 determinism: setup
-	$(SMOKE) $(PY) tools/check_determinism.py --profile smoke
+	$(PY) tools/check_determinism.py --profile smoke
 
 .PHONY: setup figures test determinism
