@@ -56,6 +56,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import Markdown, display
 from ungerlib import config, dominance, report
 
 names = list(datasets) if datasets is not None else (["synthetic"] if profile == "smoke" else ["Beauty"])
@@ -192,8 +193,6 @@ claims
 # What the numbers say, rendered from the tables above (so the prose cannot drift from them):
 
 # %%
-from IPython.display import Markdown, display
-
 for n in names:
     s, o, held = shares.loc[n], overlap.loc[n], claims.loc[n]
     w = sweep[sweep.dataset == n].set_index("semantic block weight w")["semantic"]

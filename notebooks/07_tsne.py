@@ -40,6 +40,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import Markdown, display
 from ungerlib import clusters, config, data, dominance, report, semantic
 
 names = list(datasets) if datasets is not None else (["synthetic"] if profile == "smoke" else ["Beauty"])
@@ -121,21 +122,22 @@ claims
 # What the numbers say, rendered from the tables above:
 
 # %%
-from IPython.display import Markdown, display
+def verdict(held: pd.Series, claim: str) -> str:
+    return "holds" if held[claim] else "**does not hold**"
+
 
 for n, a in agree.items():
     held = claims.loc[n]
-    verdict = lambda c: "holds" if held[c] else "**does not hold**"
     extra = (f" Against item leaf categories: semantic {a.loc['semantic', 'leaf category']:.2f}, concat "
              f"{a.loc['concat', 'leaf category']:.2f}, ours {a.loc['ours', 'leaf category']:.2f}, collaborative "
              f"{a.loc['collaborative', 'leaf category']:.2f}." if "leaf category" in a.columns else "")
     display(Markdown(
         f"**{n}**: the concatenation's clusters agree with the semantic ones at AMI {a.loc['concat', 'semantic']:.2f} "
         f"and with the collaborative ones at {a.loc['concat', 'collaborative']:.2f}, so claim (1) "
-        f"{verdict('concat closer to semantic than to collaborative')} (k-means of S agrees with itself across "
+        f"{verdict(held, 'concat closer to semantic than to collaborative')} (k-means of S agrees with itself across "
         f"seeds at {a.loc['semantic', 'semantic']:.2f}). Ours: {a.loc['ours', 'semantic']:.2f} with S and "
-        f"{a.loc['ours', 'collaborative']:.2f} with C, so claim (2) {verdict('ours more balanced than concat')} and "
-        f"claim (3) {verdict('ours closer to collaborative than concat is')}." + extra))
+        f"{a.loc['ours', 'collaborative']:.2f} with C, so claim (2) {verdict(held, 'ours more balanced than concat')} and "
+        f"claim (3) {verdict(held, 'ours closer to collaborative than concat is')}." + extra))
 
 # %% [markdown]
 # In the maps the semantic and concat panels show separated islands, while the collaborative and our
