@@ -197,3 +197,12 @@ def test_check_flags_a_profile_change_up_to_the_stages_read(fresh, monkeypatch):
     assert reproduce.check("smoke") == {}
     over["smoke"]["stage1"]["epochs"] = 99
     assert reproduce.check("smoke")["s1"] == ["profile smoke changed since: stage1.epochs 20 -> 99"]
+
+
+def test_provenance_records_the_thread_count(monkeypatch):
+    """Float sums depend on torch's thread count, so every record names it (a run at 2 threads and one
+    at 1 can differ in the last bits, and k-means can turn that into other codes)."""
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert store.provenance({"seed": 1})["env"]["torch_threads"] == "3"

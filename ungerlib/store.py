@@ -97,6 +97,9 @@ def environment() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "sklearn": sklearn.__version__,
             "machine": f"{platform.machine()} {os.cpu_count()} cpu",
+            # float sums depend on the thread count, so a run's numbers can only be compared with runs
+            # at the same count (docs/REPRODUCIBILITY.md)
+            "torch_threads": str(torch.get_num_threads()),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
 
 
