@@ -1,6 +1,7 @@
 """Command-line entry points: one line naming the problem and a non-zero exit for bad input; the
 traceback behind --traceback. Called in-process (main(argv) returns the exit status)."""
 import gzip
+import json
 import shutil
 
 import pytest
@@ -97,3 +98,32 @@ def test_reproduce_outside_a_checkout_says_so(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(reproduce, "NOTEBOOKS", tmp_path / "notebooks")
     rc = reproduce.main(["--profile", "smoke"])
     _one_line_error(capsys, rc, "the notebooks runner needs a source checkout")
+
+
+def test_reproduce_params_plain_values_and_lists():
+    assert reproduce.parse_params(["discrec=false", "models=SASRec,LightGCN", "one=SASRec,", "k=3", 'm=["a"]', "name=x"]) == {
+        "discrec": False, "models": ["SASRec", "LightGCN"], "one": ["SASRec"], "k": 3, "m": ["a"], "name": "x"}
+
+
+def test_reproduce_params_reach_the_notebook(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(reproduce, "_execute", lambda nb, out, params, prepare_only: ran.append(params))
+    monkeypatch.setattr(reproduce, "figures_dir", lambda profile: tmp_path)
+    assert reproduce.main(["--profile", "smoke", "--only", "11", "--param", "discrec=false", "models=SASRec,"]) == 0
+    assert ran == [{"profile": "smoke", "discrec": False, "models": ["SASRec"]}]
+    assert json.loads((tmp_path / "run.json").read_text())["notebooks"][0]["parameters"] == {
+        "discrec": False, "models": ["SASRec"]}
+
+
+@pytest.mark.parametrize("param, message", [
+    ("modles=SASRec", "--param modles: notebook 11_overall.ipynb has no such parameter; its parameters: "
+                      "datasets, discrec, models, profile"),
+    ("profile=cpu", "--param profile: use --profile instead"),
+    ("discrec", "--param 'discrec': expected NAME=VALUE"),
+])
+def test_reproduce_bad_params_fail_before_any_notebook(capsys, monkeypatch, param, message):
+    ran = []
+    monkeypatch.setattr(reproduce, "_execute", lambda *a, **k: ran.append(a))
+    rc = reproduce.main(["--profile", "smoke", "--only", "11", "--param", param])
+    _one_line_error(capsys, rc, message)
+    assert ran == []

@@ -4,9 +4,10 @@
     python -m ungerlib.reproduce --profile paper          # the paper's settings (GPU)
     python -m ungerlib.reproduce --profile smoke --nbval  # CI: every notebook under nbval
     python -m ungerlib.reproduce --check [--profile P]    # list stale tables/figures, exit 1 if any
+    python -m ungerlib.reproduce --only 11 --datasets Beauty --param models=SASRec,LightGCN discrec=false
 
-Each notebook gets ``profile`` (and ``datasets`` if given) injected into its ``parameters``
-cell. Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
+Each notebook gets ``profile`` (and ``datasets`` if given, and every ``--param NAME=VALUE``)
+injected into its ``parameters`` cell; ``run.json`` records the parameters each notebook ran with. Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
 tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), and
 ``run.json`` there records what ran, how long it took and at which commit.
 
@@ -67,6 +68,37 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     return nbs
 
 
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``NAME=VALUE`` items -> notebook parameters. A value is read as JSON where it parses
+    (``discrec=false``, ``epochs=3``, ``models='["SASRec"]'``), else as text; a comma-separated text
+    is a list (``models=SASRec,LightGCN``; a trailing comma makes a one-item list: ``models=SASRec,``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        name, eq, raw = item.partition("=")
+        if not eq or not name.isidentifier():
+            raise cli.Failed(f"--param {item!r}: expected NAME=VALUE, e.g. discrec=false")
+        if name in ("profile", "datasets"):
+            raise cli.Failed(f"--param {name}: use --{name} instead")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = [v.strip() for v in raw.split(",") if v.strip()] if "," in raw else raw
+        out[name] = value
+    return out
+
+
+def check_params(nbs: list[Path], params: dict[str, Any]) -> None:
+    """Every ``--param`` must be a parameter of every selected notebook (papermill would only warn)."""
+    from papermill import inspect_notebook
+
+    for nb in nbs if params else []:
+        known = set(inspect_notebook(str(nb)))
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise cli.Failed(f"--param {', '.join(unknown)}: notebook {nb.name} has no such parameter; "
+                             f"its parameters: {', '.join(sorted(known))}")
+
+
 def check_inputs(profile: str, datasets: list[str] | None) -> None:
     """Fail before any notebook starts: a bad profile setting or an unknown, missing or damaged data set."""
     from .config import profile as make_profile
@@ -114,14 +146,18 @@ def _execute(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
 
 
 def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str] | None = None,
-        nbval: bool = False) -> dict:
+        nbval: bool = False, extra: dict[str, Any] | None = None) -> dict:
+    """Run the notebooks ``only`` selects (default all) on ``profile``; ``extra``: more notebook
+    parameters (:func:`parse_params`), checked against each notebook's ``parameters`` cell first."""
     nbs = notebooks(only)
+    check_params(nbs, extra or {})
     check_inputs(profile, datasets)
     out_dir = (checkout_root() or Path.cwd()) / "build" / profile / ("nbval" if nbval else "notebooks")
     out_dir.mkdir(parents=True, exist_ok=True)
     params: dict = {"profile": profile}
     if datasets:
         params["datasets"] = datasets
+    params.update(extra or {})
     record = {"profile": profile, "datasets": datasets, "git_commit": git_commit(), "notebooks": []}
     prepared = []
     started = time.time()
@@ -136,6 +172,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
             runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
+                                    **({"parameters": extra} if extra else {}),
                                     "git_commit": record["git_commit"],
                                     "wall_s": round(time.time() - t0, 1), "output": _repo_relative(out)})
     if nbval:  # execute the parameterised copies under nbval: any failing cell (e.g. a final assert) fails
@@ -302,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu", choices=PROFILES)
     ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
+    ap.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="more notebook parameters, e.g. --param models=SASRec,LightGCN discrec=false")
     ap.add_argument("--nbval", action="store_true", help="inject parameters, then execute under pytest --nbval-lax")
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
     ap.add_argument("--check", action="store_true", help="list stale tables/figures (see check()); exit 1 if any")
@@ -309,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.check:
         return _report_check(a.profile, a.allow_dirty)
-    return cli.run(lambda a: run(a.profile, a.only, a.datasets, a.nbval), a)
+    return cli.run(lambda a: run(a.profile, a.only, a.datasets, a.nbval, parse_params(a.param)), a)
 
 
 def _report_check(profile: str, allow_dirty: bool) -> int:
