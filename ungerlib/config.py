@@ -560,7 +560,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             hint = sub[name]
         else:
             raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. stage2.epochs=3")
-        value = _parse_value(raw, hint)
+        value = parse_value(raw, hint)
         if sec is None:
             out[name] = value
         else:
@@ -568,7 +568,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _parse_value(raw: str, hint: Any) -> Any:
+def parse_value(raw: str, hint: Any) -> Any:
+    """A command-line value: JSON where it parses, else plain text; a text for a tuple-typed ``hint``
+    is a comma-separated list (each part JSON or text). Shared by ``--set`` and ``reproduce --param``."""
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:

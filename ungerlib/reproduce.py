@@ -7,7 +7,8 @@
     python -m ungerlib.reproduce --only 11 --datasets Beauty --param models=SASRec,LightGCN discrec=false
 
 Each notebook gets ``profile`` (and ``datasets`` if given, and every ``--param NAME=VALUE``)
-injected into its ``parameters`` cell; ``run.json`` records the parameters each notebook ran with. Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
+injected into its ``parameters`` cell; ``run.json`` records the parameters each notebook ran with.
+Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
 tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), and
 ``run.json`` there records what ran, how long it took and at which commit.
 
@@ -69,9 +70,10 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
-    """``NAME=VALUE`` items -> notebook parameters. A value is read as JSON where it parses
-    (``discrec=false``, ``epochs=3``, ``models='["SASRec"]'``), else as text; a comma-separated text
-    is a list (``models=SASRec,LightGCN``; a trailing comma makes a one-item list: ``models=SASRec,``)."""
+    """``NAME=VALUE`` items -> notebook parameters, values read as ``--set`` reads them
+    (:func:`ungerlib.config.parse_value`): JSON where it parses (``discrec=false``, ``epochs=3``,
+    ``models='["SASRec"]'``), else text; a text with a comma is a list (``models=SASRec,LightGCN``; a
+    trailing comma makes a one-item list: ``models=SASRec,``)."""
     out: dict[str, Any] = {}
     for item in items or []:
         name, eq, raw = item.partition("=")
@@ -79,11 +81,7 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
             raise cli.Failed(f"--param {item!r}: expected NAME=VALUE, e.g. discrec=false")
         if name in ("profile", "datasets"):
             raise cli.Failed(f"--param {name}: use --{name} instead")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = [v.strip() for v in raw.split(",") if v.strip()] if "," in raw else raw
-        out[name] = value
+        out[name] = config.parse_value(raw, tuple[Any, ...] if "," in raw else Any)
     return out
 
 
