@@ -71,3 +71,13 @@ def test_keys_differ_from_ungers_and_item_tokens_are_rejected(parts):
     with pytest.raises(ValueError, match="history_tokens"):
         build_model(table, emb, cfg.replace(stage2={"history_tokens": "item"}).stage2, splits.max_len, 0,
                     discrec.DiscRecUNGER)
+
+
+def test_key_covers_the_model_code_not_the_command_line_tools():
+    """DiscRec's key hashes the modules its training reaches; the reproduce/report/cli tools (which only
+    recompute keys and write figures) stay out, so editing them does not retrain DiscRec."""
+    from ungerlib import config as C
+
+    closure = C.module_closure("discrec")
+    assert {"discrec", "stage2", "beam", "metrics", "codes"} <= set(closure)
+    assert not {"reproduce", "report", "cli"} & set(closure)

@@ -82,9 +82,7 @@ def _key(cfg: C.RunConfig, kind: str) -> dict[str, Any]:
 def current_key(key: dict[str, Any], kind: str, profile: str = "cpu") -> dict[str, Any]:
     """The key the current code computes for a recorded ``stage2_discrec`` / ``eval_discrec`` key (what
     ``python -m ungerlib.reproduce --check`` compares)."""
-    from .reproduce import config_from_key
-
-    return _key(config_from_key(key, profile), {"stage2_discrec": "stage2", "eval_discrec": "eval"}[kind])
+    return _key(C.config_from_key(key, profile), {"stage2_discrec": "stage2", "eval_discrec": "eval"}[kind])
 
 
 def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> tuple[DiscRecUNGER, list[dict]]:

@@ -141,6 +141,8 @@ def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
     """The key the current code computes for a recorded ``baseline`` artefact key (what
     ``python -m ungerlib.reproduce --check`` compares): same data, seed, model and parameters."""
     from .baselines import run_key
+    # config.config_from_key is the same function; switching to it changes this module's hash, which
+    # notebooks 04 and 11 record, so it waits for their next regeneration.
     from .reproduce import config_from_key
 
     model = key.get("model")

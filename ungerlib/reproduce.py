@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import cli, config, runtime
-from .config import PROFILES, RunConfig
+from .config import PROFILES, RunConfig, config_from_key  # noqa: F401 (re-exported for overall)
 from .report import figures_dir, source_hashes
 from .store import REPO_ROOT, atomic_write_json, checkout_root, config_hash, git_commit
 
@@ -211,19 +211,6 @@ def _repo_relative(path: str | Path) -> str:
 OUTPUT_SUFFIXES = (".csv", ".md", ".png")
 
 
-def config_from_key(key: dict[str, Any], profile: str = "cpu") -> RunConfig:
-    """The :class:`RunConfig` an artefact key was made from, as far as the key determines it: the
-    key's settings and seed over ``profile``'s. Sections the key does not hold (those after its stage)
-    and fields it leaves out (``data.root``, ``stage1.integrated`` for Stage I) do not enter that
-    kind's key, so ``artefact_key(config_from_key(k), kind) == k`` while code and data are unchanged;
-    a setting added since takes the profile's value, so the key then differs by it."""
-    d = config.profile(profile if profile in PROFILES else "cpu").to_dict()
-    d.update({s: {**d[s], **key[s]} for s in config.STAGES if s in key})
-    if "seed" in key:
-        d["seed"] = key["seed"]
-    return config.from_dict(RunConfig, d)
-
-
 # Artefact kinds built outside the pipeline stages: the function that recomputes a recorded key under
 # the current code ("module:function", called with the key, and the kind where it serves several).
 EXTERNAL_KINDS = {"baseline": "overall:current_key", "stage2_discrec": "discrec:current_key",
@@ -260,7 +247,7 @@ def _artefact_problem(art: dict[str, Any], profile: str, memo: dict) -> str | No
             if config_hash(key) != recorded:
                 raise ValueError(f"its recorded key does not hash to {recorded}")
             current = (_external_key(kind, key, profile) if kind in EXTERNAL_KINDS
-                       else config.artefact_key(config_from_key(key, profile), kind))
+                       else config.artefact_key(config.config_from_key(key, profile), kind))
             why = None if config_hash(current) == recorded else (
                 f"{kind} {recorded} is now {config_hash(current)}: {_key_diff(key, current)}")
         except Exception as e:  # unknown kind, settings that no longer load, missing data files
