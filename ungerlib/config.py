@@ -646,10 +646,11 @@ def profile(name: str = "cpu", dataset: str | None = None, **overrides: Any) -> 
 
 def config_from_key(key: dict[str, Any], profile_name: str = "cpu") -> RunConfig:
     """The :class:`RunConfig` an artefact key was made from, as far as the key determines it: the
-    key's settings and seed over profile ``profile_name``'s (``cpu`` for an unknown name). Sections the key does not hold (those after its stage)
-    and fields it leaves out (``data.root``, ``stage1.integrated`` for Stage I) do not enter that
-    kind's key, so ``artefact_key(config_from_key(k), kind) == k`` while code and data are unchanged;
-    a setting added since takes the profile's value, so the key then differs by it."""
+    key's settings and seed over profile ``profile_name``'s (``cpu`` for an unknown name). Sections
+    the key does not hold (those after its stage) and fields it leaves out (``data.root``,
+    ``stage1.integrated`` for Stage I) do not enter that kind's key, so
+    ``artefact_key(config_from_key(k), kind) == k`` while code and data are unchanged; a setting
+    added since takes the profile's value, so the key then differs by it."""
     d = profile(profile_name if profile_name in PROFILES else "cpu").to_dict()
     d.update({s: {**d[s], **key[s]} for s in STAGES if s in key})
     if "seed" in key:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import cli, config, runtime
-from .config import PROFILES, RunConfig, config_from_key  # noqa: F401 (re-exported for overall)
+from .config import PROFILES, RunConfig, config_from_key
 from .report import figures_dir, source_hashes
 from .store import REPO_ROOT, atomic_write_json, checkout_root, config_hash, git_commit
 
@@ -247,7 +247,7 @@ def _artefact_problem(art: dict[str, Any], profile: str, memo: dict) -> str | No
             if config_hash(key) != recorded:
                 raise ValueError(f"its recorded key does not hash to {recorded}")
             current = (_external_key(kind, key, profile) if kind in EXTERNAL_KINDS
-                       else config.artefact_key(config.config_from_key(key, profile), kind))
+                       else config.artefact_key(config_from_key(key, profile), kind))
             why = None if config_hash(current) == recorded else (
                 f"{kind} {recorded} is now {config_hash(current)}: {_key_diff(key, current)}")
         except Exception as e:  # unknown kind, settings that no longer load, missing data files
