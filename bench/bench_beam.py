@@ -1,11 +1,21 @@
-"""Benchmark: batched cached beam search vs the plain per-user reference beam (tests/test_beam.py).
+"""Benchmark: the batched cached beam search, its per-parent child scoring, and the per-user reference.
 
-    python bench/bench_beam.py [--users 40] [--beams 20 50]
+    python bench/bench_beam.py [--users 512] [--beams 20 50] [--threads 1] [--ref-users 10]
+    python bench/bench_beam.py --set decoder_tokens=level valid_children=false history_tokens=codes
 
-A paper-sized model (d 128, 1 + 4 layers, random weights: speed does not depend on training),
-a K = 256 code table over 12,101 items (Beauty's size, hierarchical k-means of random vectors),
-right-aligned histories of 20 items. Prints time per user for both paths, the speed ratio measured
-in this run, whether both return identical items and scores, and peak memory.
+A cpu-profile-sized model (d 128, 1 + 4 layers, random weights: speed does not depend on training), a
+K = 256 code table over 12,101 items (Beauty's size, hierarchical k-means of random vectors),
+right-aligned histories of 20 items. The default model is lever row E (per-node decoder tokens tied
+with the output, valid children, code sum + item history), the row the weight-decay experiment
+selects (docs/experiments/stage2_weight_decay.md).
+
+Printed per beam width, time per user for
+* ``per parent``: the search as the library runs it (:meth:`UNGER._child_scores_by_parent`: one GEMM
+  per distinct parent node);
+* ``gathered``: the same search scoring every row's children by gathering their embeddings, padded
+  to the widest node (what the beam did before; still the training path), swapped in here;
+* ``reference``: the plain per-user beam of the tests, on ``--ref-users`` users only,
+and how many users get the same items in the same order with the same scores (1e-6) from each pair.
 Hugging Face ``generate`` with ``prefix_allowed_tokens_fn`` is not compared: it needs a
 ``PreTrainedModel`` wrapper and recomputes a Python callback per beam per step, so it would time
 the wrapper rather than the search.
@@ -26,36 +36,84 @@ from test_beam import reference_beam  # noqa: E402  the oracle of the tests
 
 from ungerlib import codes, config  # noqa: E402
 from ungerlib.beam import beam_search  # noqa: E402
-from ungerlib.stage2 import UNGER  # noqa: E402
+from ungerlib.stage2 import UNGER, rows  # noqa: E402
+
+ROW_E = ["decoder_tokens=node", "valid_children=true", "history_tokens=both"]
+
+
+def gathered_scores(model: UNGER):
+    """The child scoring the beam used before the per-parent path: gather every row's children."""
+
+    def scores(h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        kids = model.kids[node]
+        vals = torch.einsum("rd,rcd->rc", h, rows(model.node_emb, kids.clamp(min=0)))
+        return (vals + model.node_bias[kids.clamp(min=0)]).masked_fill(kids < 0, -torch.inf)
+
+    return scores
+
+
+def ranked(items: list[np.ndarray], scores: list[np.ndarray]) -> list[tuple[list[int], np.ndarray]]:
+    out = []
+    for i, s in zip(items, scores):
+        order = np.argsort(-s, kind="stable")
+        out.append((i[order].tolist(), s[order]))
+    return out
+
+
+def agreement(a: list, b: list) -> str:
+    """How many users get identical rankings; for the others, the largest score difference of an item
+    both return (float rounding can swap near-tied items, or one at the beam's edge)."""
+    same = [ia == ib and np.allclose(sa, sb, atol=1e-6) for (ia, sa), (ib, sb) in zip(a, b)]
+    gap = 0.0
+    for ok, (ia, sa), (ib, sb) in zip(same, a, b):
+        if not ok:
+            sb_of = dict(zip(ib, sb))
+            gap = max([gap] + [abs(s - sb_of[i]) for i, s in zip(ia, sa) if i in sb_of])
+    return f"identical for {sum(same)}/{len(same)} users" + (f" (others: max |score diff| {gap:.1e})" if gap else "")
+
+
+def timed(fn) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=40)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=512)
+    ap.add_argument("--ref-users", type=int, default=10, help="users for the slow per-user reference (0: skip)")
     ap.add_argument("--beams", type=int, nargs="*", default=[20, 50])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--set", nargs="*", default=ROW_E, metavar="KEY=VALUE", help="Stage II settings (default: row E)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     table = codes.hierarchical_kmeans(rng.normal(size=(12101, 32)), K=256, seed=0)
-    s2 = config.profile("paper").stage2
-    model = UNGER(table.padded(), table.K, 128, s2, max_hist=20).eval()
-    hist = rng.integers(0, len(table), size=(a.users, 20))
-    print(f"items {len(table)}, K {table.K}, code lengths {dict(zip(*np.unique(table.lengths, return_counts=True)))}, "
-          f"users {a.users}, threads {a.threads}")
+    cfg = config.profile("cpu", "Beauty", **config.parse_overrides([f"stage2.{s}" for s in a.set]))
+    s2 = cfg.stage2
+    model = UNGER(table, 32, s2, max_hist=20).eval()
+    hist = torch.from_numpy(rng.integers(0, len(table), size=(a.users, 20)))
+    print(f"items {len(table)}, K {table.K}, trie nodes {len(table.node_item)}, users {a.users}, "
+          f"threads {torch.get_num_threads()}, decoder {s2.decoder_tokens}, history {s2.history_tokens}, "
+          f"valid children {s2.valid_children}")
     for beam in a.beams:
         with torch.no_grad():
-            t0 = time.perf_counter()
-            items, scores = beam_search(model, torch.from_numpy(hist), table, beam)
-            fast = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ref = [reference_beam(model, h, table, beam) for h in hist]
-            slow = time.perf_counter() - t0
-        same = all(items[r][np.argsort(-scores[r], kind="stable")].tolist() == ref[r][0]
-                   and np.allclose(np.sort(scores[r])[::-1], ref[r][1], atol=1e-9) for r in range(a.users))
-        print(f"beam {beam:3d}: fast {1000 * fast / a.users:7.1f} ms/user, reference {1000 * slow / a.users:8.1f} ms/user, "
-              f"speed-up {slow / fast:5.1f}x, identical output: {same}")
+            search = lambda h: [beam_search(model, h[s:s + 256], table, beam) for s in range(0, len(h), 256)]
+            flat = lambda res: ranked([i for r in res for i in r[0]], [s for r in res for s in r[1]])
+            fast, res = timed(lambda: flat(search(hist)))
+            line = f"beam {beam:3d}: per parent {1000 * fast / a.users:6.1f} ms/user"
+            if model.node_tokens:
+                model._child_scores_by_parent = gathered_scores(model)
+                slow, old = timed(lambda: flat(search(hist)))
+                del model._child_scores_by_parent
+                line += f", gathered {1000 * slow / a.users:6.1f} ms/user ({slow / fast:.1f}x), {agreement(res, old)}"
+            if a.ref_users:
+                n = a.ref_users
+                ref_t, ref = timed(lambda: [reference_beam(model, h, table, beam) for h in hist[:n].numpy()])
+                ok = all(r[0] == f[0] and np.allclose(r[1], f[1], atol=1e-6) for r, f in zip(ref, res[:n]))
+                line += f", reference {1000 * ref_t / n:7.1f} ms/user, same as reference: {ok}"
+        print(line)
     print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

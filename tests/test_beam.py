@@ -133,3 +133,32 @@ def test_results_do_not_depend_on_batching(setup):
         a, sa = recommend(model, hist, table, beam=10, topk=10, batch_size=2)
         b, sb = recommend(model, hist, table, beam=10, topk=10, batch_size=64)
     assert np.array_equal(a, b) and np.allclose(sa, sb, atol=1e-9)
+
+
+def test_inference_child_scores_equal_the_training_path(setup):
+    """Under no_grad the per-node decoder scores children one GEMM per distinct parent (the beam's
+    fast path); with grad it gathers every row's children. Same logits, same -inf pattern."""
+    model, table, hist = setup
+    n = len(table)
+    h = torch.from_numpy(np.repeat(hist[:1], n, 0))
+    with torch.no_grad():
+        fast, code, _ = model(h, torch.arange(n))
+    train, _, _ = model(h, torch.arange(n))
+    assert torch.equal(torch.isinf(fast), torch.isinf(train))
+    ok = torch.isfinite(train)
+    assert torch.allclose(fast[ok], train.detach()[ok], atol=1e-5)
+    if model.node_tokens:  # and both equal <h, child embedding> + bias, child by child
+        assert len(torch.unique(model.path[:, 0])) > 1  # the rows span several parents
+        rng = np.random.default_rng(1)
+        hs = torch.randn(12, model.d, dtype=torch.float32)
+        nodes = torch.from_numpy(rng.choice(np.flatnonzero(table.next_node.max(1) >= 0), 12))
+        want = torch.full((12, table.K), -torch.inf)
+        for r, v in enumerate(nodes.tolist()):
+            for k in np.flatnonzero(table.next_node[v] >= 0):
+                c = table.next_node[v, k]
+                want[r, k] = hs[r] @ model.node_emb[c].detach() + model.node_bias[c].detach()
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                got = model.logits(hs, nodes, 1).detach()
+            assert torch.equal(torch.isinf(got), torch.isinf(want))
+            assert torch.allclose(got[torch.isfinite(want)], want[torch.isfinite(want)], atol=1e-5)

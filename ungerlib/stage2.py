@@ -161,6 +161,7 @@ class UNGER(nn.Module):
             t = np.flatnonzero(table.next_node[node] >= 0)
             kids[node, :len(t)], kid_tok[node, :len(t)] = table.next_node[node, t], t
         self.register_buffer("kids", torch.from_numpy(kids))
+        self.register_buffer("n_kids", torch.from_numpy(n_kids.astype(np.int64)), persistent=False)
         self.register_buffer("kid_tok", torch.from_numpy(kid_tok))
 
         self.node_tokens = s2.decoder_tokens == "node"
@@ -245,18 +246,49 @@ class UNGER(nn.Module):
         whose next token is at code level ``level`` -> [R, K]; missing children are -inf under
         ``valid_children`` (always with ``node`` tokens)."""
         if self.node_tokens:  # tied: a child's score is <h, its node embedding> + its bias
-            kids, tok = self.kids[node], self.kid_tok[node]  # [R, C]
             if level == 0:  # every row is at the root: one GEMM
-                vals = h @ rows(self.node_emb, kids[0].clamp(min=0)).T
-            else:
-                vals = torch.einsum("rd,rcd->rc", h, rows(self.node_emb, kids.clamp(min=0)))
-            vals = (vals + rows(self.node_bias[:, None], kids.clamp(min=0))[..., 0]).masked_fill(kids < 0, -torch.inf)
-            out = h.new_full((len(h), self.K + 1), -torch.inf).scatter(1, tok, vals)
+                kids = self.kids[0, :self.n_kids[0]]
+                vals = h @ rows(self.node_emb, kids).T + rows(self.node_bias[:, None], kids)[:, 0]
+                return h.new_full((len(h), self.K), -torch.inf).index_copy(1, self.kid_tok[0, :len(kids)], vals)
+            # training: about one row per parent; inference (the beam): many rows share a parent
+            by = self._child_scores_by_row if torch.is_grad_enabled() else self._child_scores_by_parent
+            out = h.new_full((len(h), self.K + 1), -torch.inf).scatter(1, self.kid_tok[node], by(h, node))
             return out[:, :self.K]
         out = h @ self.head[level].T
         if self.s2.valid_children:
             out = out.masked_fill(self.next_node[node] < 0, -torch.inf)
         return out
+
+    # Two ways to the same children's scores [R, C] of rows h [R, d] at trie nodes ``node`` [R] (``kids``
+    # order, -inf padding; equal to float rounding, tests/test_beam.py). Gathering every row's children
+    # padded to the widest node (C = K at level 1, about 48 real on Beauty) moved [R, K, d] tensors and
+    # cost about 40 % of a training step; these touch only the real children.
+
+    def _child_scores_by_row(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        """One dot product per (row, existing child) pair: the training path (about one row per parent,
+        so there is nothing to share; 8x faster than the padded gather at batch 256)."""
+        n = self.n_kids[node]
+        row = torch.repeat_interleave(torch.arange(len(h), device=h.device), n)  # [P] pairs
+        col = torch.arange(len(row), device=h.device) - (torch.cumsum(n, 0) - n)[row]
+        kid = self.kids[node[row], col]
+        vals = (rows(h, row) * rows(self.node_emb, kid)).sum(-1) + rows(self.node_bias[:, None], kid)[:, 0]
+        return h.new_full((len(h), self.kids.shape[1]), -torch.inf).index_put((row, col), vals)
+
+    def _child_scores_by_parent(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        """One GEMM per distinct parent, ``h[rows at p] @ E[children of p].T``: the inference path. The
+        beam has R = users x beams rows over few distinct parents (at level 1 at most K), so each
+        child's embedding is read once per parent, not once per row (``bench/bench_beam.py``); in
+        training autograd's per-group overhead makes it slower than :meth:`_child_scores_by_row`."""
+        parents, inv, counts = torch.unique(node, return_inverse=True, return_counts=True)
+        groups = torch.argsort(inv, stable=True).split(counts.tolist())
+        vals, r_idx, c_idx = [], [], []
+        for r, p, n in zip(groups, parents.tolist(), self.n_kids[parents].tolist()):
+            kids = self.kids[p, :n]
+            vals.append((h[r] @ self.node_emb[kids].T + self.node_bias[kids]).flatten())
+            r_idx.append(r.repeat_interleave(n))
+            c_idx.append(torch.arange(n, device=h.device).repeat(len(r)))
+        out = h.new_full((len(h), self.kids.shape[1]), -torch.inf)
+        return out.index_put((torch.cat(r_idx), torch.cat(c_idx)), torch.cat(vals))
 
     def decode(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor, caches: list | None = None) -> torch.Tensor:
         for i, layer in enumerate(self.decoder):
