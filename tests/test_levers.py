@@ -40,7 +40,7 @@ def test_adopted_row_at_full_budget_is_the_profile_default_run(profile):
     key = lambda c: store.config_hash(config.artefact_key(c, "stage2"))
     assert key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL)) == key(cfg)
     assert levers.ADOPTED in levers.CONFIRM and set(levers.CONFIRM) <= set(levers.STAGE2_LEVERS)
-    assert levers.CONFIRM == (levers.LITERAL, levers.SCREEN_BEST)
+    assert levers.CONFIRM == (levers.LITERAL, levers.SCREEN_BEST, levers.ADOPTED)
     full = [levers.lever_config(cfg, r, levers.FULL) for r in levers.CONFIRM]
     assert len({key(c) for c in full}) == len(levers.CONFIRM)
     assert all(c.stage2.epochs == cfg.stage2.epochs for c in full)

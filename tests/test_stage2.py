@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from ungerlib import codes, config, data, stage2
+from ungerlib import codes, config, data, levers, stage2
 from ungerlib.beam import recommend
 from ungerlib.metrics import rank_metrics
 from ungerlib.train import shuffled_batches
 
 NEW = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1", "bucket": 4}
+LITERAL = levers.STAGE2_LEVERS[levers.LITERAL]  # the paper-literal reading (row A); the default is row J
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def _popularity(splits):
     return rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
 
 
-@pytest.mark.parametrize("variant", [{}, NEW], ids=["paper-literal", "node+item+init"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW], ids=["paper-literal", "default", "node+item+init"])
 def test_learns_planted_structure_far_above_popularity(world, variant):
     cfg, splits, table, emb = world
     model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8, **variant}), progress=False)
@@ -97,7 +98,7 @@ def test_ikd_switch_and_bad_input(world):
         cfg.replace(stage2={"decoder_tokens": "node", "valid_children": False})
 
 
-@pytest.mark.parametrize("variant", [{}, NEW], ids=["paper-literal", "node+item+init"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW], ids=["paper-literal", "default", "node+item+init"])
 def test_trimming_padding_is_the_same_math(world, variant):
     """A batch trimmed to its longest history gives the same loss terms as the 20-wide one."""
     cfg, splits, table, emb = world

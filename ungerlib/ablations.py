@@ -48,8 +48,8 @@ ROW_LABELS = {
 # The Stage II budget every row trains with on a profile, on top of the profile's own settings
 # (absent: the profile's budget unchanged). smoke: 4 epochs, so the notebook's eight distinct runs
 # fit CI's time; cpu and paper: every row exactly as the profile's default, so "ours" is the default
-# run of notebook 04 (the adopted row A needs its full budget: on Beauty its validation NDCG@20 rises
-# until epoch 13 of 15, and a screening-budget comparison would compare undertrained models).
+# run of notebook 04 (the adopted row J needs its full budget: on Beauty its validation NDCG@20 rises
+# until epoch 12 of 15, and a screening-budget comparison would compare undertrained models).
 PROFILE_STAGE2: dict[str, dict[str, Any]] = {"smoke": {"epochs": 4}}
 
 
