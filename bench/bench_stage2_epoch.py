@@ -12,6 +12,9 @@ random codes and embeddings of the data set's size: speed does not depend on wha
 Training time is measured on ``--batches`` batches of each kind and extrapolated to an epoch;
 validation on ``--users`` users, extrapolated to the split.
 
+With per-node decoder tokens it also trains the "after" batches once more with the children's scores
+gathered over K padded children per row, as the code did before ``UNGER._child_scores_by_row``.
+
 Same math: on one fixed sequence of batches, with dropout off, the loss terms of trimmed and
 20-wide batches must match to float tolerance (printed, and the script fails if they do not).
 """
@@ -101,6 +104,12 @@ def main() -> None:
     pad = lambda bs: np.mean([lengths[b].max() for b in bs])
     tb = train_seconds(model, sp, Et, before_b, trim=False)
     ta = train_seconds(model, sp, Et, after_b, trim=True)
+    if model.node_tokens:  # the per-node child scoring before it touched only the real children
+        from bench_beam import gathered_scores
+
+        model._child_scores_by_row = gathered_scores(model)
+        tg = train_seconds(model, sp, Et, after_b, trim=True)
+        del model._child_scores_by_row
     vb = valid_seconds(model, sp, table, a.users, s2.eval_beam, by_length=False)
     va = valid_seconds(model, sp, table, a.users, s2.eval_beam, by_length=True)
     nv = len(sp.valid)
@@ -111,6 +120,9 @@ def main() -> None:
     print(f"  after:  train {ta * n_batches:.0f} s/epoch (mean batch width {pad(after_b):.1f}), "
           f"validation beam {s2.eval_beam} {va * nv:.0f} s")
     print(f"  epoch incl. validation: {(tb + vb * nv / n_batches) / (ta + va * nv / n_batches):.2f}x faster")
+    if model.node_tokens:
+        print(f"  per-node child scores gathered over K padded children instead (the earlier code; bench_beam.py "
+              f"times the beam): train {tg * n_batches:.0f} s/epoch, {tg / ta:.2f}x the current")
 
 
 if __name__ == "__main__":

@@ -266,7 +266,7 @@ class UNGER(nn.Module):
 
     def _child_scores_by_row(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         """One dot product per (row, existing child) pair: the training path (about one row per parent,
-        so there is nothing to share; 8x faster than the padded gather at batch 256)."""
+        so there is nothing to share)."""
         n = self.n_kids[node]
         row = torch.repeat_interleave(torch.arange(len(h), device=h.device), n)  # [P] pairs
         col = torch.arange(len(row), device=h.device) - (torch.cumsum(n, 0) - n)[row]
