@@ -137,7 +137,7 @@ def test_results_do_not_depend_on_batching(setup):
 
 def test_inference_child_scores_equal_the_training_path(setup):
     """Under no_grad the per-node decoder scores children one GEMM per distinct parent (the beam's
-    fast path); with grad it gathers every row's children. Same logits, same -inf pattern."""
+    path); with grad, one dot product per (row, child) pair (training's). Same logits, same -inf pattern."""
     model, table, hist = setup
     n = len(table)
     h = torch.from_numpy(np.repeat(hist[:1], n, 0))
