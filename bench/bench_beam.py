@@ -5,9 +5,9 @@
 
 A cpu-profile-sized model (d 128, 1 + 4 layers, random weights: speed does not depend on training), a
 K = 256 code table over 12,101 items (Beauty's size, hierarchical k-means of random vectors),
-right-aligned histories of 20 items. The default model is lever row E (per-node decoder tokens tied
-with the output, valid children, code sum + item history), the row the weight-decay experiment
-selects (docs/experiments/stage2_weight_decay.md).
+right-aligned histories of 20 items. The default model is the cpu profile's Stage II, lever row J
+(``levers.ADOPTED``: per-node decoder tokens tied with the output, valid children, code sum + item
+history; its weight decay does not change the speed); ``--set`` overrides it.
 
 Printed per beam width, time per user for
 * ``per parent``: the search as the library runs it (:meth:`UNGER._child_scores_by_parent`: one GEMM
@@ -38,16 +38,17 @@ from ungerlib import codes, config  # noqa: E402
 from ungerlib.beam import beam_search  # noqa: E402
 from ungerlib.stage2 import UNGER, rows  # noqa: E402
 
-ROW_E = ["decoder_tokens=node", "valid_children=true", "history_tokens=both"]
-
 
 def gathered_scores(model: UNGER):
-    """The child scoring the beam used before the per-parent path: gather every row's children."""
+    """The child scoring the beam and training used before the per-parent and per-pair paths: gather
+    every row's children padded to the widest node [R, C, d], then scatter their scores [R, C] into
+    the K token columns (padding into a spare column K+1 that is dropped)."""
 
     def scores(h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         kids = model.kids[node]
         vals = torch.einsum("rd,rcd->rc", h, rows(model.node_emb, kids.clamp(min=0)))
-        return (vals + model.node_bias[kids.clamp(min=0)]).masked_fill(kids < 0, -torch.inf)
+        vals = (vals + model.node_bias[kids.clamp(min=0)]).masked_fill(kids < 0, -torch.inf)
+        return h.new_full((len(h), model.K + 1), -torch.inf).scatter(1, model.kid_tok[node], vals)[:, :model.K]
 
     return scores
 
@@ -84,7 +85,8 @@ def main() -> None:
     ap.add_argument("--ref-users", type=int, default=10, help="users for the slow per-user reference (0: skip)")
     ap.add_argument("--beams", type=int, nargs="*", default=[20, 50])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--set", nargs="*", default=ROW_E, metavar="KEY=VALUE", help="Stage II settings (default: row E)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Stage II settings over the cpu profile's (default: none, lever row J)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

@@ -68,13 +68,12 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=80)
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    ap.add_argument("--set", nargs="*", default=[], help="stage2 overrides key=json, e.g. decoder_tokens='\"node\"'")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="Stage II settings over the cpu profile's, e.g. decoder_tokens=level")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    import json
-
-    cfg = config.profile("cpu", a.dataset, stage2={k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)})
+    cfg = config.profile("cpu", a.dataset, **config.parse_overrides([f"stage2.{s}" for s in a.set]))
     s2 = cfg.stage2
     _, sp = data.get_splits(cfg)
     rng = np.random.default_rng(0)

@@ -252,17 +252,17 @@ class UNGER(nn.Module):
                 return h.new_full((len(h), self.K), -torch.inf).index_copy(1, self.kid_tok[0, :len(kids)], vals)
             # training: about one row per parent; inference (the beam): many rows share a parent
             by = self._child_scores_by_row if torch.is_grad_enabled() else self._child_scores_by_parent
-            out = h.new_full((len(h), self.K + 1), -torch.inf).scatter(1, self.kid_tok[node], by(h, node))
-            return out[:, :self.K]
+            return by(h, node)
         out = h @ self.head[level].T
         if self.s2.valid_children:
             out = out.masked_fill(self.next_node[node] < 0, -torch.inf)
         return out
 
-    # Two ways to the same children's scores [R, C] of rows h [R, d] at trie nodes ``node`` [R] (``kids``
-    # order, -inf padding; equal to float rounding, tests/test_beam.py). Gathering every row's children
-    # padded to the widest node (C = K at level 1, about 48 real on Beauty) moved [R, K, d] tensors and
-    # cost about 40 % of a training step; these touch only the real children.
+    # Two ways to the same scores [R, K] of rows h [R, d] at trie nodes ``node`` [R]: each existing
+    # child's score is written at its token's column, every other column is -inf (equal to float
+    # rounding, tests/test_beam.py). Gathering every row's children padded to the widest node (K at
+    # level 1, about 48 real on Beauty) moved [R, K, d] tensors and cost about 40 % of a training step;
+    # these touch only the real children.
 
     def _child_scores_by_row(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         """One dot product per (row, existing child) pair: the training path (about one row per parent,
@@ -270,9 +270,9 @@ class UNGER(nn.Module):
         n = self.n_kids[node]
         row = torch.repeat_interleave(torch.arange(len(h), device=h.device), n)  # [P] pairs
         col = torch.arange(len(row), device=h.device) - (torch.cumsum(n, 0) - n)[row]
-        kid = self.kids[node[row], col]
+        kid, tok = self.kids[node[row], col], self.kid_tok[node[row], col]
         vals = (rows(h, row) * rows(self.node_emb, kid)).sum(-1) + rows(self.node_bias[:, None], kid)[:, 0]
-        return h.new_full((len(h), self.kids.shape[1]), -torch.inf).index_put((row, col), vals)
+        return h.new_full((len(h), self.K), -torch.inf).index_put((row, tok), vals)
 
     def _child_scores_by_parent(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         """One GEMM per distinct parent, ``h[rows at p] @ E[children of p].T``: the inference path. The
@@ -286,8 +286,8 @@ class UNGER(nn.Module):
             kids = self.kids[p, :n]
             vals.append((h[r] @ self.node_emb[kids].T + self.node_bias[kids]).flatten())
             r_idx.append(r.repeat_interleave(n))
-            c_idx.append(torch.arange(n, device=h.device).repeat(len(r)))
-        out = h.new_full((len(h), self.kids.shape[1]), -torch.inf)
+            c_idx.append(self.kid_tok[p, :n].repeat(len(r)))
+        out = h.new_full((len(h), self.K), -torch.inf)
         return out.index_put((torch.cat(r_idx), torch.cat(c_idx)), torch.cat(vals))
 
     def decode(self, x: torch.Tensor, mem: torch.Tensor, mask: torch.Tensor, caches: list | None = None) -> torch.Tensor:
