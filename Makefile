@@ -18,7 +18,12 @@ SMOKE_THREADS ?= 1
 
 setup: .venv/.installed
 
+# ungerlib.warm trains the runs the notebooks read side by side (one torch thread each, WARM_JOBS worker
+# processes, default one per core), then the notebooks run and only load them.
+WARM_JOBS ?=
+
 figures: setup
+	$(PY) -m ungerlib.warm --profile $(PROFILE) $(if $(WARM_JOBS),--jobs $(WARM_JOBS))
 	$(PY) -m ungerlib.reproduce --profile $(PROFILE)
 	$(PY) -m ungerlib.reproduce --profile $(PROFILE) --check
 
