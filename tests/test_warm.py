@@ -48,3 +48,13 @@ def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
     monkeypatch.setattr(stage2, "train_stage2", no_training)
     _, hist = stage2.run_stage2(lever_a[0].cfg, progress=False)  # what levers.lever_table calls
     assert hist and hist[-1]["epoch"] >= 1
+
+
+def test_a_failed_run_is_named_and_its_error_raised(smoke):
+    from ungerlib.overall import BaselineError
+
+    bad = warm.Job(2, "baseline", smoke, "synthetic NoSuchModel", "no-such-run", "NoSuchModel", {})
+    lines: list[str] = []
+    with pytest.raises(BaselineError, match="unknown rerun baseline"):
+        warm.warm([bad], n_jobs=1, log=lines.append)
+    assert any("failed: synthetic NoSuchModel" in line for line in lines)

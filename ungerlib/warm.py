@@ -168,7 +168,12 @@ def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
                     j = running.pop(f)
-                    done[j.label] = f.result()  # a failed run raises here, naming nothing else
+                    if f.exception() is not None:  # say which run failed, then stop with its error
+                        log(f"[warm] failed: {j.label} ({j.kind}); runs not started are cancelled, running ones finish first")
+                        for other in running:
+                            other.cancel()
+                        raise f.exception()
+                    done[j.label] = f.result()
                     log(f"[warm] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
                         f"{time.time() - t0:.0f}s so far)")
     return done
