@@ -107,7 +107,8 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             jobs += [_job("eval", rc, f"{n} ablation {r}") for (r, _), rc in ablations.row_configs(base, rows).items()]
     if "11" in nbs:
         for n, cfg in cfgs.items():
-            jobs += [_job("baseline", cfg, f"{n} {m} {p}", m, p) for m in overall.RERUN for p in overall.grid(profile, m)]
+            jobs += [_job("baseline", cfg, f"{n} {m} {p}", m, p)
+                     for m in overall.RERUN for p in overall.grid(profile, m)]
             jobs.append(_job("discrec", cfg, f"{n} DiscRec"))
     # the inputs every run needs come first; an evaluation also trains, so it replaces a train job
     jobs += [_job("inputs", j.cfg, f"{j.label}: Stage I + codes") for j in list(jobs)
@@ -169,7 +170,8 @@ def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
                 for f in finished:
                     j = running.pop(f)
                     if f.exception() is not None:  # say which run failed, then stop with its error
-                        log(f"[warm] failed: {j.label} ({j.kind}); runs not started are cancelled, running ones finish first")
+                        log(f"[warm] failed: {j.label} ({j.kind}); runs not started are cancelled, "
+                            "running ones finish first")
                         for other in running:
                             other.cancel()
                         raise f.exception()
