@@ -10,7 +10,7 @@ from ungerlib.store import artefact_root, config_hash
 
 def test_plan_is_deduplicated_and_in_dependency_order():
     jobs = warm.plan("cpu", ["04", "05", "11"], ["Beauty"])
-    assert len({(j.kind, j.ident) for j in jobs}) == len(jobs)
+    assert len({(j.kind, j.outputs) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
     kinds = {j.kind for j in jobs}
     assert kinds == {"semantic", "inputs", "train", "eval", "baseline", "discrec"}
@@ -18,7 +18,7 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     # the adopted row at the full budget is the profile's default run: evaluated once, not trained twice
     adopted = config_hash(config.artefact_key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL), "stage2"))
     assert adopted == config_hash(config.artefact_key(cfg, "stage2"))
-    assert not [j for j in jobs if j.kind == "train" and j.ident == adopted]
+    assert not [j for j in jobs if j.kind == "train" and ("stage2", adopted) in j.outputs]
     assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
     # every lever row at the screening budget is planned on the first data set
     assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(levers.STAGE2_LEVERS)
@@ -40,7 +40,7 @@ def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
     built = warm.warm(jobs + lever_a, n_jobs=2, log=lambda s: None)
     assert all(j.cached() for j in jobs + lever_a)
     assert set(built) <= {j.label for j in jobs + lever_a}
-    assert (artefact_root() / "stage2" / lever_a[0].ident).is_dir()
+    assert (artefact_root() / "stage2" / dict(lever_a[0].outputs)["stage2"]).is_dir()
 
     def no_training(*a, **k):
         raise AssertionError("trained although the store holds the run")
@@ -53,7 +53,7 @@ def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
 def test_a_failed_run_is_named_and_its_error_raised(smoke):
     from ungerlib.overall import BaselineError
 
-    bad = warm.Job(2, "baseline", smoke, "synthetic NoSuchModel", "no-such-run", "NoSuchModel", {})
+    bad = warm.Job("baseline", (("baseline", "no-such-run"),), smoke, "synthetic NoSuchModel", "NoSuchModel", {})
     lines: list[str] = []
     with pytest.raises(BaselineError, match="unknown rerun baseline"):
         warm.warm([bad], n_jobs=1, log=lines.append)

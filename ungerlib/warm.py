@@ -32,48 +32,49 @@ from .store import artefact_root, config_hash
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
 
 
+PHASE = {"semantic": 0, "inputs": 1}  # every other kind: phase 2
+# the store folders a job of each kind fills (discrec and baseline: below)
+STORES = {"semantic": ("semantic",), "inputs": ("stage1", "codes"), "train": ("stage2",), "eval": ("stage2", "eval")}
+
+
 @dataclass(frozen=True)
 class Job:
-    """One artefact to build: ``kind`` (semantic, inputs, train, eval, discrec, baseline), its config,
-    and for a baseline its model and grid parameters."""
+    """One run to build: ``kind`` (semantic, inputs, train, eval, discrec, baseline), its config, for
+    a baseline its model and grid parameters, and ``outputs``, the (store folder, key hash) of every
+    artefact it builds. Two jobs are the same run exactly when kind and outputs agree."""
 
-    phase: int
     kind: str
+    outputs: tuple[tuple[str, str], ...]
     cfg: C.RunConfig = field(compare=False)
     label: str = field(compare=False)
-    ident: str
     model: str = field(default="", compare=False)
     params: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    @property
+    def phase(self) -> int:
+        return PHASE.get(self.kind, 2)
+
     def cached(self) -> bool:
-        """Whether the artefact is already in the store."""
-        folder = {"semantic": "semantic", "train": "stage2", "eval": "eval", "baseline": "baseline"}.get(self.kind)
-        if self.kind == "inputs":
-            return all((artefact_root() / k / config_hash(C.artefact_key(self.cfg, k))).is_dir()
-                       for k in ("stage1", "codes"))
-        if self.kind == "discrec":
-            from .discrec import _key
-
-            return (artefact_root() / "eval_discrec" / config_hash(_key(self.cfg, "eval"))).is_dir()
-        return folder is not None and (artefact_root() / folder / self.ident).is_dir()
+        """Whether every artefact of the run is already in the store."""
+        return all((artefact_root() / folder / h).is_dir() for folder, h in self.outputs)
 
 
-def _job(kind: str, cfg: C.RunConfig, label: str, model: str = "", params: dict | None = None) -> Job:
-    if kind == "semantic":
-        ident = config_hash(C.upstream(cfg, "semantic"))
-    elif kind == "inputs":
-        ident = config_hash([C.artefact_key(cfg, "stage1"), C.artefact_key(cfg, "codes")])
-    elif kind in ("train", "eval"):
-        ident = config_hash(C.artefact_key(cfg, "stage2" if kind == "train" else "eval"))
-    elif kind == "discrec":
-        ident = config_hash(C.artefact_key(cfg, "eval"))
-    else:  # the key overall.run caches the run under
+def _outputs(kind: str, cfg: C.RunConfig, model: str, params: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    if kind == "baseline":  # the key overall.run caches the run under
         from .baselines import run_key
         from .overall import MODULE, USES
 
-        ident = config_hash(run_key(cfg, model, dict(params or {}), MODULE[model], USES.get(model, ())))
-    phase = {"semantic": 0, "inputs": 1}.get(kind, 2)
-    return Job(phase, kind, cfg, label, ident, model, dict(params or {}))
+        return (("baseline", config_hash(run_key(cfg, model, params, MODULE[model], USES.get(model, ())))),)
+    if kind == "discrec":
+        from .discrec import _key
+
+        return tuple((f"{k}_discrec", config_hash(_key(cfg, k))) for k in ("stage2", "eval"))
+    return tuple((k, config_hash(C.artefact_key(cfg, k))) for k in STORES[kind])
+
+
+def _job(kind: str, cfg: C.RunConfig, label: str, model: str = "", params: dict | None = None) -> Job:
+    params = dict(params or {})
+    return Job(kind, _outputs(kind, cfg, model, params), cfg, label, model, params)
 
 
 def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None) -> list[Job]:
@@ -114,16 +115,22 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     jobs += [_job("inputs", j.cfg, f"{j.label}: Stage I + codes") for j in list(jobs)
              if j.kind in ("train", "eval", "discrec")]
     jobs += [_job("semantic", j.cfg, f"{j.cfg.data.dataset} text embeddings") for j in list(jobs) if j.kind == "inputs"]
-    evaluated = {config_hash(C.artefact_key(j.cfg, "stage2")) for j in jobs if j.kind == "eval"}
-    jobs = [j for j in jobs if not (j.kind == "train" and j.ident in evaluated)]
+    evaluated = {o for j in jobs if j.kind == "eval" for o in j.outputs}
+    jobs = [j for j in jobs if not (j.kind == "train" and set(j.outputs) <= evaluated)]
     return sorted(dict.fromkeys(jobs), key=lambda j: j.phase)
 
 
-def build(job: Job) -> float:
-    """Build ``job``'s artefact (or load it) in this process; its wall seconds."""
+def _one_thread() -> None:
+    """Worker start-up: the thread policy (``runtime``) at one torch thread, before any work."""
     from . import runtime
 
+    os.environ["UNGER_THREADS"] = "1"
+    os.environ.update(runtime.thread_env())
     runtime.configure_threads()
+
+
+def build(job: Job) -> float:
+    """Build ``job``'s artefacts (or load them) in this process; its wall seconds."""
     t0 = time.time()
     if job.kind == "semantic":
         from .semantic import semantic_embeddings
@@ -159,10 +166,9 @@ def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
     Returns the wall seconds of each job built, by label."""
     todo = [j for j in jobs if not j.cached()]
     log(f"[warm] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {n_jobs} jobs")
-    os.environ.update(UNGER_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # inherited by workers
     done: dict[str, float] = {}
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         for phase in sorted({j.phase for j in todo}):
             running = {pool.submit(build, j): j for j in todo if j.phase == phase}
             while running:
