@@ -14,6 +14,8 @@ VARIANTS = {
     "node, item history": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "item"},
     "node, both, stage1 init": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
                                 "init": "stage1"},
+    "node, both, node base": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
+                              "node_base": True},
 }
 
 
@@ -71,6 +73,9 @@ def setup(request, base):
     s2 = config.profile("smoke").stage2
     s2 = config.from_dict(config.Stage2Config, {**config.to_dict(s2), **VARIANTS[request.param]})
     model = UNGER(table, emb.shape[1], s2, max_hist=6, init=emb).eval()
+    if s2.node_base:  # as after training: a residual and a map that are not the identity
+        with torch.no_grad():
+            model.node_emb.normal_(0, 0.1), model.base_map.add_(torch.randn_like(model.base_map) * 0.1)
     return model, table, hist
 
 
@@ -156,7 +161,7 @@ def test_inference_child_scores_equal_the_training_path(setup):
         for r, v in enumerate(nodes.tolist()):
             for k in np.flatnonzero(table.next_node[v] >= 0):
                 c = table.next_node[v, k]
-                want[r, k] = hs[r] @ model.node_emb[c].detach() + model.node_bias[c].detach()
+                want[r, k] = hs[r] @ model.node_vectors(torch.tensor(c)).detach() + model.node_bias[c].detach()
         for grad in (True, False):
             with torch.set_grad_enabled(grad):
                 got = model.logits(hs, nodes, 1).detach()

@@ -8,6 +8,7 @@ from ungerlib.metrics import rank_metrics
 from ungerlib.train import shuffled_batches
 
 NEW = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1", "bucket": 4}
+BASE = {"node_base": True}  # the default (row J) with the fixed Stage I vector under every node embedding
 LITERAL = levers.STAGE2_LEVERS[levers.LITERAL]  # the paper-literal reading (row A); the default is row J
 
 
@@ -27,7 +28,7 @@ def _popularity(splits):
     return rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
 
 
-@pytest.mark.parametrize("variant", [LITERAL, {}, NEW], ids=["paper-literal", "default", "node+item+init"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE], ids=["paper-literal", "default", "node+item+init", "node-base"])
 def test_learns_planted_structure_far_above_popularity(world, variant):
     cfg, splits, table, emb = world
     model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8, **variant}), progress=False)
@@ -98,7 +99,7 @@ def test_ikd_switch_and_bad_input(world):
         cfg.replace(stage2={"decoder_tokens": "node", "valid_children": False})
 
 
-@pytest.mark.parametrize("variant", [LITERAL, {}, NEW], ids=["paper-literal", "default", "node+item+init"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE], ids=["paper-literal", "default", "node+item+init", "node-base"])
 def test_trimming_padding_is_the_same_math(world, variant):
     """A batch trimmed to its longest history gives the same loss terms as the 20-wide one."""
     cfg, splits, table, emb = world
@@ -147,3 +148,33 @@ def test_bucketed_batches_cover_every_example_once_with_less_padding():
         assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     width = lambda bs: sum(len(b) * lengths[b].max() for b in bs)
     assert width(bucketed) < 0.75 * width(plain)
+
+
+def test_node_base_keeps_the_stage1_vector_under_weight_decay(world):
+    """node_base: a node's vector starts as its fixed Stage I vector (same neighbours as Stage I). Under
+    weight decay alone (an item never trained), Adam's coupled L2 drives the default's free table (row J)
+    to zero, while node_base's residual and map decay and leave the Stage I vector."""
+    cfg, splits, table, emb = world
+    model = stage2.build_model(table, emb, cfg.replace(stage2=BASE).stage2, splits.max_len, 0)
+    assert torch.equal(model.node_vectors(model.leaf), model.node_base[model.leaf])  # map and residual 0
+    vec = model.node_vectors(model.leaf).detach().numpy()
+    cos = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    a, b = cos(vec - vec.mean(0)), cos(emb - emb.mean(0))
+    np.fill_diagonal(a, -2), np.fill_diagonal(b, -2)
+    assert (a.argmax(1) == b.argmax(1)).mean() > 0.95
+    plain = stage2.build_model(table, emb, cfg.stage2, splits.max_len, 0)
+    with torch.no_grad():  # as after some training: a residual and a map that are not zero
+        model.node_emb.normal_(0, 0.1), model.base_map.normal_(0, 0.1)
+    for m in (model, plain):
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=3e-4)
+        for _ in range(300):
+            opt.zero_grad()
+            (0 * m.node_vectors(m.leaf).sum()).backward()
+            opt.step()
+    assert plain.node_vectors(plain.leaf).norm(dim=1).max() < 0.05 * plain.d ** 0.5
+    kept = model.node_vectors(model.leaf).detach()
+    assert torch.nn.functional.cosine_similarity(kept, model.node_base[model.leaf]).min() > 0.99
+    with pytest.raises(config.ConfigError, match="node_base=True needs"):
+        cfg.replace(stage2={"node_base": True, "init": "stage1"})
+    with pytest.raises(config.ConfigError, match="node_base=True needs"):
+        cfg.replace(stage2={"node_base": True, "decoder_tokens": "level"})

@@ -71,7 +71,7 @@ class DiscRecUNGER(UNGER):
         w = self.gate_weights(sem, co)
         x = w[:, :1] * sem + w[:, 1:] * co
         if self.s2.history_tokens == "both":
-            x = x + (rows(self.node_emb, self.leaf[flat]) if self.node_tokens else rows(self.item_emb, flat))
+            x = x + (self.node_vectors(self.leaf[flat]) if self.node_tokens else rows(self.item_emb, flat))
         return x.reshape(*shape, -1)
 
 

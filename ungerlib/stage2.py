@@ -21,6 +21,9 @@ profiles use and why):
 * ``valid_children``: the softmax over the next token runs over the children that exist under the
   prefix (about 47 of K = 256 at level 2 on Beauty) instead of all K, in training and in the beam.
 * ``init``: item and node embeddings random, or taken from the Stage I integrated embeddings.
+* ``node_base``: a node's embedding is ``b (I + M) + r``, with ``b`` its items' mean Stage I embedding
+  (fixed), ``M`` a learned d x d map and ``r`` a free residual (both zero at the start), so weight
+  decay pulls a rarely trained item back to what Stage I knows of it instead of erasing it.
 * codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
   and padded positions are ignored by the loss.
 * IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
@@ -171,6 +174,13 @@ class UNGER(nn.Module):
         if self.node_tokens:
             self.node_emb = nn.Parameter(torch.randn(n_nodes, d) * std)
             self.node_bias = nn.Parameter(torch.zeros(n_nodes))
+            if s2.node_base:  # node vector = base (I + base_map) + residual (node_emb); both learned parts start at zero
+                if init is None:
+                    raise ValueError("stage2.node_base needs the Stage I embeddings (init=...)")
+                self.register_buffer("node_base", torch.from_numpy(self._stage1_nodes(np.asarray(init), std)).float())
+                self.base_map = nn.Parameter(torch.zeros(d, d))
+                with torch.no_grad():
+                    self.node_emb.zero_()
         else:
             self.dec_tok = nn.Embedding(Lc * K + 1, d)  # + BOS (id Lc*K)
             self.head = nn.Parameter(torch.randn(Lc, K, d) * 0.02)  # one output head per level
@@ -192,25 +202,44 @@ class UNGER(nn.Module):
                 raise ValueError("stage2.init='stage1' needs the Stage I embeddings (init=...)")
             self._init_from(np.asarray(init), table, std)
 
+    def _stage1_items(self, emb: np.ndarray, std: float) -> np.ndarray:
+        """Stage I embeddings [n_items, d_int] projected to [n_items, d_model], per-coordinate std ``std``."""
+        x = _project(emb, self.d)
+        return x * (std / x.std())
+
+    def _stage1_nodes(self, emb: np.ndarray, std: float) -> np.ndarray:
+        """[n_nodes, d_model]: each trie node the mean of its items' projected Stage I embeddings (the
+        root: of every item), rescaled to per-coordinate std ``std``."""
+        x = self._stage1_items(emb, std)
+        n_nodes = len(self.next_node)
+        nodes, count = np.zeros((n_nodes, self.d)), np.zeros(n_nodes)
+        path = self.path.cpu().numpy()
+        for lvl in range(self.Lc):
+            ok = path[:, lvl] >= 0
+            np.add.at(nodes, path[ok, lvl], x[ok])
+            np.add.at(count, path[ok, lvl], 1)
+        nodes[0], count[0] = x.sum(0), len(x)
+        nodes = nodes / count.clip(1)[:, None]
+        return nodes * (std / nodes.std())
+
     @torch.no_grad()
     def _init_from(self, emb: np.ndarray, table: CodeTable, std: float) -> None:
         """Item rows = Stage I embeddings (projected to d_model); a trie node = mean of its items;
         rescaled to the random init's per-coordinate std."""
-        x = _project(emb, self.d)
-        x = x * (std / x.std())
         if self.node_tokens:
-            nodes = np.zeros((len(table.node_item), self.d))
-            count = np.zeros(len(table.node_item))
-            path = self.path.cpu().numpy()
-            for lvl in range(self.Lc):
-                ok = path[:, lvl] >= 0
-                np.add.at(nodes, path[ok, lvl], x[ok])
-                np.add.at(count, path[ok, lvl], 1)
-            nodes[0], count[0] = x.sum(0), len(x)
-            nodes = nodes / count.clip(1)[:, None]
-            self.node_emb.copy_(torch.from_numpy(nodes * (std / nodes.std())).float())
+            self.node_emb.copy_(torch.from_numpy(self._stage1_nodes(emb, std)).float())
         elif hasattr(self, "item_emb"):
-            self.item_emb.copy_(torch.from_numpy(x).float())
+            self.item_emb.copy_(torch.from_numpy(self._stage1_items(emb, std)).float())
+
+    def node_vectors(self, node: torch.Tensor) -> torch.Tensor:
+        """Embeddings of trie nodes [..] -> [.., d] (per-node tokens): the free table, plus under
+        ``node_base`` the fixed Stage I vector b mapped by I + ``base_map`` (b + b @ base_map), so
+        weight decay pulls the map towards the identity and the residual towards zero, never b."""
+        v = rows(self.node_emb, node)
+        if not self.s2.node_base:
+            return v
+        b = rows(self.node_base, node)
+        return v + b + b @ self.base_map
 
     # ------------------------------------------------------------------ encoder
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -221,7 +250,7 @@ class UNGER(nn.Module):
             tok = torch.where(c >= 0, c + 1 + torch.arange(self.Lc, device=c.device) * self.K, 0)
             x = self.enc_code(tok).sum(-2)
         if self.s2.history_tokens in ("item", "both"):
-            x = x + (rows(self.node_emb, self.leaf[items]) if self.node_tokens else rows(self.item_emb, items))
+            x = x + (self.node_vectors(self.leaf[items]) if self.node_tokens else rows(self.item_emb, items))
         return x
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,11 +264,11 @@ class UNGER(nn.Module):
     def _token_vectors(self, tok: torch.Tensor, node: torch.Tensor, level: torch.Tensor | int) -> torch.Tensor:
         """Decoder input for code token ``tok`` at ``level`` that leads to trie ``node`` -> [.., d]."""
         if self.node_tokens:
-            return rows(self.node_emb, node)
+            return self.node_vectors(node)
         return self.dec_tok(tok + level * self.K)
 
     def _bos(self) -> torch.Tensor:
-        return self.node_emb[0] if self.node_tokens else self.dec_tok.weight[self.Lc * self.K]
+        return self.node_vectors(self.kids.new_zeros(())) if self.node_tokens else self.dec_tok.weight[self.Lc * self.K]
 
     def logits(self, h: torch.Tensor, node: torch.Tensor, level: int) -> torch.Tensor:
         """Scores of the K possible next tokens: h [R, d] at rows whose prefix is trie ``node`` [R] and
@@ -248,7 +277,7 @@ class UNGER(nn.Module):
         if self.node_tokens:  # tied: a child's score is <h, its node embedding> + its bias
             if level == 0:  # every row is at the root: one GEMM
                 kids = self.kids[0, :self.n_kids[0]]
-                vals = h @ rows(self.node_emb, kids).T + rows(self.node_bias[:, None], kids)[:, 0]
+                vals = h @ self.node_vectors(kids).T + rows(self.node_bias[:, None], kids)[:, 0]
                 return h.new_full((len(h), self.K), -torch.inf).index_copy(1, self.kid_tok[0, :len(kids)], vals)
             # training: about one row per parent; inference (the beam): many rows share a parent
             by = self._child_scores_by_row if torch.is_grad_enabled() else self._child_scores_by_parent
@@ -271,7 +300,7 @@ class UNGER(nn.Module):
         row = torch.repeat_interleave(torch.arange(len(h), device=h.device), n)  # [P] pairs
         col = torch.arange(len(row), device=h.device) - (torch.cumsum(n, 0) - n)[row]
         kid, tok = self.kids[node[row], col], self.kid_tok[node[row], col]
-        vals = (rows(h, row) * rows(self.node_emb, kid)).sum(-1) + rows(self.node_bias[:, None], kid)[:, 0]
+        vals = (rows(h, row) * self.node_vectors(kid)).sum(-1) + rows(self.node_bias[:, None], kid)[:, 0]
         return h.new_full((len(h), self.K), -torch.inf).index_put((row, tok), vals)
 
     def _child_scores_by_parent(self, h: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
@@ -279,12 +308,13 @@ class UNGER(nn.Module):
         beam has R = users x beams rows over few distinct parents (at level 1 at most K), so each
         child's embedding is read once per parent, not once per row (``bench/bench_beam.py``); in
         training autograd's per-group overhead makes it slower than :meth:`_child_scores_by_row`."""
+        table = self.node_vectors(torch.arange(len(self.node_emb), device=h.device)) if self.s2.node_base else self.node_emb
         parents, inv, counts = torch.unique(node, return_inverse=True, return_counts=True)
         groups = torch.argsort(inv, stable=True).split(counts.tolist())
         vals, r_idx, c_idx = [], [], []
         for r, p, n in zip(groups, parents.tolist(), self.n_kids[parents].tolist()):
             kids = self.kids[p, :n]
-            vals.append((h[r] @ self.node_emb[kids].T + self.node_bias[kids]).flatten())
+            vals.append((h[r] @ table[kids].T + self.node_bias[kids]).flatten())
             r_idx.append(r.repeat_interleave(n))
             c_idx.append(self.kid_tok[p, :n].repeat(len(r)))
         out = h.new_full((len(h), self.K), -torch.inf)
