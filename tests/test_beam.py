@@ -14,8 +14,9 @@ VARIANTS = {
     "node, item history": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "item"},
     "node, both, stage1 init": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
                                 "init": "stage1"},
-    "node, both, node base": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
-                              "node_base": True},
+    "node, both, Stage I base under nodes": {"decoder_tokens": "node", "valid_children": True,
+                                             "history_tokens": "both", "stage1_base": "nodes"},
+    "level, codes, Stage I base under history": {"stage1_base": "history"},
 }
 
 
@@ -73,9 +74,11 @@ def setup(request, base):
     s2 = config.profile("smoke").stage2
     s2 = config.from_dict(config.Stage2Config, {**config.to_dict(s2), **VARIANTS[request.param]})
     model = UNGER(table, emb.shape[1], s2, max_hist=6, init=emb).eval()
-    if s2.node_base:  # as after training: a residual and a map that are not the identity
+    if s2.stage1_base != "none":  # as after training: a free table and a map that are not zero
         with torch.no_grad():
-            model.node_emb.normal_(0, 0.1), model.base_map.add_(torch.randn_like(model.base_map) * 0.1)
+            model.base_map.normal_(0, 0.1)
+            if s2.stage1_base == "nodes":
+                model.node_emb.normal_(0, 0.1)
     return model, table, hist
 
 

@@ -59,3 +59,26 @@ def test_bad_input_is_named():
     outside = data.Examples(np.arange(1), np.array([[data.PAD, 3]]), np.array([40]))
     with pytest.raises(ValueError, match="target item ids"):
         diagnostics.same_cluster(TABLE, outside)
+
+
+def test_frequency_breakdown_recovers_a_planted_rare_item_gap():
+    """Users split by how often their last item is a training target: a ranking that finds the target
+    only when the last item is rare scores 1 there and 0 elsewhere; groups partition the users."""
+    ex = _examples(np.random.default_rng(3))
+    counts = np.array([0, 1, 2, 3, 5, 8, 12, 19, 20, 40, 80, 160])  # items 0-3 rare, 4-7 middle, 8-11 frequent
+    last = ex.history[:, -1]
+    rare_hits = np.where(last < 4, ex.target, 999)[:, None].repeat(20, 1)
+    t = diagnostics.frequency_breakdown({"rare": rare_hits}, counts, ex)
+    assert list(t.index) == ["all", "last item trained < 5", "last item trained 5-19", "last item trained >= 20"]
+    assert t.loc["last item trained < 5", "rare recall@10"] == 1.0
+    assert t.loc["last item trained 5-19", "rare recall@20"] == 0.0 == t.loc["last item trained >= 20", "rare ndcg@10"]
+    assert t.loc["last item trained < 5", "users"] == pytest.approx((last < 4).mean())
+    assert t["users"].iloc[1:].sum() == pytest.approx(1.0)
+    by_target = diagnostics.frequency_breakdown({"rare": rare_hits}, counts, ex, of="target")
+    assert by_target.index[1] == "target item trained < 5"
+    with pytest.raises(ValueError, match="increasing"):
+        diagnostics.frequency_groups(counts, last, edges=(20, 5))
+    with pytest.raises(ValueError, match=r"item ids must lie in \[0, 3\)"):
+        diagnostics.frequency_groups(counts[:3], last)
+    with pytest.raises(ValueError, match="of must be"):
+        diagnostics.frequency_breakdown({"rare": rare_hits}, counts, ex, of="first")

@@ -8,7 +8,8 @@ from ungerlib.metrics import rank_metrics
 from ungerlib.train import shuffled_batches
 
 NEW = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1", "bucket": 4}
-BASE = {"node_base": True}  # the default (row J) with the fixed Stage I vector under every node embedding
+BASE = {"stage1_base": "nodes"}  # the default (row J) with the fixed Stage I vector under every node embedding
+HIST_BASE = {"stage1_base": "history"}  # ... under every history item's encoder vector
 LITERAL = levers.STAGE2_LEVERS[levers.LITERAL]  # the paper-literal reading (row A); the default is row J
 
 
@@ -28,7 +29,8 @@ def _popularity(splits):
     return rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
 
 
-@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE], ids=["paper-literal", "default", "node+item+init", "node-base"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE, HIST_BASE],
+                         ids=["paper-literal", "default", "node+item+init", "node-base", "history-base"])
 def test_learns_planted_structure_far_above_popularity(world, variant):
     cfg, splits, table, emb = world
     model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8, **variant}), progress=False)
@@ -99,7 +101,8 @@ def test_ikd_switch_and_bad_input(world):
         cfg.replace(stage2={"decoder_tokens": "node", "valid_children": False})
 
 
-@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE], ids=["paper-literal", "default", "node+item+init", "node-base"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE, HIST_BASE],
+                         ids=["paper-literal", "default", "node+item+init", "node-base", "history-base"])
 def test_trimming_padding_is_the_same_math(world, variant):
     """A batch trimmed to its longest history gives the same loss terms as the 20-wide one."""
     cfg, splits, table, emb = world
@@ -150,13 +153,13 @@ def test_bucketed_batches_cover_every_example_once_with_less_padding():
     assert width(bucketed) < 0.75 * width(plain)
 
 
-def test_node_base_keeps_the_stage1_vector_under_weight_decay(world):
-    """node_base: a node's vector starts as its fixed Stage I vector (same neighbours as Stage I). Under
-    weight decay alone (an item never trained), Adam's coupled L2 drives the default's free table (row J)
-    to zero, while node_base's residual and map decay and leave the Stage I vector."""
+def test_stage1_base_keeps_the_stage1_vector_under_weight_decay(world):
+    """stage1_base="nodes": a node's vector starts as its fixed Stage I vector (same neighbours as Stage
+    I). Under weight decay alone (an item never trained), Adam's coupled L2 drives the default's free
+    table (row J) to zero, while the free table and the map decay and leave the Stage I vector."""
     cfg, splits, table, emb = world
     model = stage2.build_model(table, emb, cfg.replace(stage2=BASE).stage2, splits.max_len, 0)
-    assert torch.equal(model.node_vectors(model.leaf), model.node_base[model.leaf])  # map and residual 0
+    assert torch.equal(model.node_vectors(model.leaf), model.stage1_vec[model.leaf])  # map and free table 0
     vec = model.node_vectors(model.leaf).detach().numpy()
     cos = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)) @ (x / np.linalg.norm(x, axis=1, keepdims=True)).T
     a, b = cos(vec - vec.mean(0)), cos(emb - emb.mean(0))
@@ -173,8 +176,21 @@ def test_node_base_keeps_the_stage1_vector_under_weight_decay(world):
             opt.step()
     assert plain.node_vectors(plain.leaf).norm(dim=1).max() < 0.05 * plain.d ** 0.5
     kept = model.node_vectors(model.leaf).detach()
-    assert torch.nn.functional.cosine_similarity(kept, model.node_base[model.leaf]).min() > 0.99
-    with pytest.raises(config.ConfigError, match="node_base=True needs"):
-        cfg.replace(stage2={"node_base": True, "init": "stage1"})
-    with pytest.raises(config.ConfigError, match="node_base=True needs"):
-        cfg.replace(stage2={"node_base": True, "decoder_tokens": "level"})
+    assert torch.nn.functional.cosine_similarity(kept, model.stage1_vec[model.leaf]).min() > 0.99
+    with pytest.raises(config.ConfigError, match="stage1_base='nodes' needs"):
+        cfg.replace(stage2={"stage1_base": "nodes", "init": "stage1"})
+    with pytest.raises(config.ConfigError, match="stage1_base='nodes' needs"):
+        cfg.replace(stage2={"stage1_base": "nodes", "decoder_tokens": "level"})
+
+
+def test_stage1_base_history_adds_the_stage1_vector_to_history_items_only(world):
+    """stage1_base="history": the encoder's item vector is row J's plus the item's Stage I vector (map
+    M = 0 at the start); the node embeddings the decoder reads and scores with are row J's."""
+    cfg, splits, table, emb = world
+    plain = stage2.build_model(table, emb, cfg.stage2, splits.max_len, 0)
+    based = stage2.build_model(table, emb, cfg.replace(stage2=HIST_BASE).stage2, splits.max_len, 0)
+    items = torch.arange(len(table))
+    with torch.no_grad():
+        assert torch.equal(based.node_vectors(based.leaf), plain.node_vectors(plain.leaf))
+        got = based.item_vectors(items) - plain.item_vectors(items)
+    assert torch.allclose(got, based.stage1_vec[based.leaf], atol=1e-6)

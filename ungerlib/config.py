@@ -141,10 +141,12 @@ class Stage2Config(_Checked):
     # Item and trie-node embeddings: random, or from the Stage I integrated embeddings (PCA to
     # d_model when wider; a node gets the mean of its items).
     init: Literal["random", "stage1"] = "random"
-    # Per-node tokens only: a node's embedding is b (I + M) + r, with b a fixed vector (its items'
-    # mean Stage I embedding, as init="stage1" computes it), M a learned map and r a free residual,
-    # both zero at the start. Weight decay pulls a rarely trained item back to b instead of to zero.
-    node_base: bool = False
+    # A fixed Stage I vector b under learned vectors (b: an item's / a trie node's mean projected Stage I
+    # embedding, as init="stage1" computes it), added as b (I + M) with a learned map M that starts at
+    # zero. "history": under each history item's encoder vector; "nodes" (per-node tokens): under every
+    # node embedding, whose free part then starts at zero. Weight decay then pulls a rarely trained
+    # item back to b instead of to zero (docs/experiments/stage2_rare_items.md).
+    stage1_base: Literal["none", "history", "nodes"] = "none"
     ikd: bool = True  # intra-modality knowledge distillation (Eq. 7)
     beta: float = 1.0  # weight of L_distillation (Eq. 8)
     ikd_negatives: int = 256
@@ -526,9 +528,9 @@ def _validate(obj: Any) -> None:
     if isinstance(obj, Stage2Config) and obj.decoder_tokens == "node" and not obj.valid_children:
         raise ConfigError("stage2.decoder_tokens='node' needs stage2.valid_children=True (a tied output "
                           "layer has no embedding for a child that does not exist)")
-    if isinstance(obj, Stage2Config) and obj.node_base and (obj.decoder_tokens != "node" or obj.init != "random"):
-        raise ConfigError("stage2.node_base=True needs stage2.decoder_tokens='node' and stage2.init='random' "
-                          "(the residual starts at zero on top of the fixed Stage I vector)")
+    if isinstance(obj, Stage2Config) and obj.stage1_base == "nodes" and (obj.decoder_tokens != "node" or obj.init != "random"):
+        raise ConfigError("stage2.stage1_base='nodes' needs stage2.decoder_tokens='node' and stage2.init='random' "
+                          "(the free node table starts at zero on top of the fixed Stage I vector)")
     if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
         raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
 

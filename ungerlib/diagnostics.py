@@ -12,8 +12,12 @@ k-means cluster) with the user's last item:
 
 :func:`cluster_breakdown` gives each ranking's Recall/NDCG@k in each group, and
 :func:`last_cluster_share` how much of each ranking's top k stays in the last item's cluster.
+:func:`frequency_breakdown` splits users instead by how often their last history item (or their
+held-out item) is a training target: a test history ends with the validation item, which is rarer
+in training than the last item of a validation history, and a model whose per-item vectors are weak
+for rare items loses more from validation to test.
 
-    python -m ungerlib.diagnostics --profile cpu --dataset Toys [--set stage2.epochs=30]
+    python -m ungerlib.diagnostics --profile cpu --dataset Toys [--by last] [--set stage2.epochs=30]
 """
 from __future__ import annotations
 
@@ -89,27 +93,83 @@ def last_cluster_share(rankings: dict[str, np.ndarray], table: CodeTable, ex: Ex
     return pd.Series(out, name=f"top-{k} share in the last item's cluster")
 
 
+FREQUENCY_EDGES = (5, 20)
+
+
+def frequency_names(edges: tuple[int, ...] = FREQUENCY_EDGES) -> list[str]:
+    """Group labels for increasing count ``edges``: ``"< e0"``, ``"e0-(e1-1)"``, ..., ``">= e_last"``."""
+    if not edges or list(edges) != sorted(set(edges)) or edges[0] < 1:
+        raise ValueError(f"edges must be increasing positive counts, got {edges}")
+    return [f"< {edges[0]}"] + [f"{a}-{b - 1}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]}"]
+
+
+def frequency_groups(counts: np.ndarray, items: np.ndarray, edges: tuple[int, ...] = FREQUENCY_EDGES) -> np.ndarray:
+    """[N] labels (:func:`frequency_names`) of ``items`` [N] by their training count ``counts[item]``."""
+    names = frequency_names(edges)
+    if items.min() < 0 or items.max() >= len(counts):
+        raise ValueError(f"item ids must lie in [0, {len(counts)}) (the counted items), got [{items.min()}, {items.max()}]")
+    return np.asarray(names, dtype=object)[np.searchsorted(edges, counts[items], side="right")]
+
+
+def frequency_breakdown(rankings: dict[str, np.ndarray], counts: np.ndarray, ex: Examples, of: str = "last",
+                        edges: tuple[int, ...] = FREQUENCY_EDGES, ks: tuple[int, ...] = (10, 20)) -> pd.DataFrame:
+    """Recall/NDCG@k of each ranking among all users and in groups by the training count ``counts``
+    [n_items] (``np.bincount(splits.train.target)``) of each user's last history item (``of="last"``)
+    or held-out item (``of="target"``). Columns as :func:`cluster_breakdown`'s."""
+    _check(rankings, ex)
+    if of not in ("last", "target"):
+        raise ValueError(f"of must be 'last' or 'target', got {of!r}")
+    items = ex.history[:, -1] if of == "last" else ex.target
+    if (items == PAD).any():
+        raise ValueError(f"{int((items == PAD).sum())} example(s) have an empty history: no last item to count")
+    group = frequency_groups(counts, items, edges)
+    out = {}
+    for name in ["all", *frequency_names(edges)]:
+        m = np.ones(len(ex), bool) if name == "all" else group == name
+        row: dict[str, float] = {"users": float(m.mean())}
+        for r_name, r in rankings.items():
+            if m.any():
+                row.update({f"{r_name} {k}": v for k, v in rank_metrics(r[m], ex.target[m], ks).items()})
+        out[f"{of} item trained {name}" if name != "all" else "all"] = row
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def _unger_and_knn(cfg: config.RunConfig, split: str):
+    from .data import get_splits
+    from .overall import REFERENCES, reference_rankings, unger_rankings
+
+    _, splits = get_splits(cfg)
+    tag = f"{split}_excl"
+    return splits, {"UNGER": unger_rankings(cfg)[tag], "kNN": reference_rankings(cfg)[REFERENCES[1]][tag]}
+
+
 def unger_vs_knn(cfg: config.RunConfig, split: str = "test") -> tuple[pd.DataFrame, pd.Series]:
     """:func:`cluster_breakdown` and :func:`last_cluster_share` of UNGER (``cfg``'s cached Stage II
     evaluation) against the last-item kNN, history excluded (the only ranking the kNN has)."""
     from .codes import item_codes
-    from .data import get_splits
-    from .overall import REFERENCES, unger_rankings, reference_rankings
 
-    _, splits = get_splits(cfg)
+    splits, rankings = _unger_and_knn(cfg, split)
     ex, table = getattr(splits, split), item_codes(cfg)
-    tag = f"{split}_excl"
-    rankings = {"UNGER": unger_rankings(cfg)[tag], "kNN": reference_rankings(cfg)[REFERENCES[1]][tag]}
     return cluster_breakdown(rankings, table, ex), last_cluster_share(rankings, table, ex)
+
+
+def unger_vs_knn_by_frequency(cfg: config.RunConfig, split: str = "test", of: str = "last") -> pd.DataFrame:
+    """:func:`frequency_breakdown` of UNGER against the last-item kNN (history excluded)."""
+    splits, rankings = _unger_and_knn(cfg, split)
+    counts = np.bincount(splits.train.target, minlength=splits.n_items)
+    return frequency_breakdown(rankings, counts, getattr(splits, split), of)
 
 
 def _main(a: argparse.Namespace) -> None:
     runtime.configure_threads()
     cfg = config.profile(a.profile, a.dataset, **config.parse_overrides(a.set))
-    table, share = unger_vs_knn(cfg, a.split)
     print(f"{cfg.data.dataset}, {a.split} split, history excluded")
-    print(table.round(4).to_string())
-    print(share.round(4).to_string())
+    if a.by == "cluster":
+        table, share = unger_vs_knn(cfg, a.split)
+        print(table.round(4).to_string())
+        print(share.round(4).to_string())
+    else:
+        print(unger_vs_knn_by_frequency(cfg, a.split, a.by).round(4).to_string())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="cpu", choices=config.PROFILES)
     ap.add_argument("--dataset", default=None)
     ap.add_argument("--split", default="test", choices=("valid", "test"))
+    ap.add_argument("--by", default="cluster", choices=("cluster", "last", "target"),
+                    help="split users by the held-out item's cluster (default), or by how often their last "
+                         "history item / held-out item is a training target")
     ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help=cli.SET_HELP)
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
     return cli.run(_main, ap.parse_args(argv))

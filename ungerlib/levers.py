@@ -17,10 +17,11 @@ from . import config as C
 
 # The settings every row names (the profile's values of other Stage II fields apply unchanged).
 LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau",
-                "dropout", "weight_decay")
+                "dropout", "weight_decay", "stage1_base")
 
 _LITERAL = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "init": "random",
-            "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0, "dropout": 0.1, "weight_decay": 0.0}
+            "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0, "dropout": 0.1, "weight_decay": 0.0,
+            "stage1_base": "none"}
 _NODE = {**_LITERAL, "decoder_tokens": "node", "valid_children": True}
 
 STAGE2_LEVERS: dict[str, dict[str, Any]] = {
@@ -39,6 +40,13 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
     # Adam's coupled L2 penalty on every parameter, 3e-4 the best of {1e-4, 3e-4, 1e-3} on Beauty
     # validation at the full budget (docs/experiments/stage2_weight_decay.md).
     "J = E with weight decay 3e-4 (Adam L2)": {**_NODE, "history_tokens": "both", "weight_decay": 3e-4},
+    # Under J's decay a rarely trained item's vector shrinks towards zero, and test histories end with
+    # rarer items than validation histories (docs/experiments/stage2_rare_items.md): K and L keep a
+    # fixed Stage I vector under a learned map, under every node embedding (K) or the history items (L).
+    "K = J + fixed Stage I vector under each node embedding": {**_NODE, "history_tokens": "both",
+                                                               "weight_decay": 3e-4, "stage1_base": "nodes"},
+    "L = J + fixed Stage I vector under each history item": {**_NODE, "history_tokens": "both",
+                                                             "weight_decay": 3e-4, "stage1_base": "history"},
 }
 # The row the profiles' Stage II defaults follow (tests/test_levers.py keeps them in step). Selection
 # rule, validation NDCG@20 on Beauty only: rows within noise of the best (about one standard error,

@@ -21,9 +21,10 @@ profiles use and why):
 * ``valid_children``: the softmax over the next token runs over the children that exist under the
   prefix (about 47 of K = 256 at level 2 on Beauty) instead of all K, in training and in the beam.
 * ``init``: item and node embeddings random, or taken from the Stage I integrated embeddings.
-* ``node_base``: a node's embedding is ``b (I + M) + r``, with ``b`` its items' mean Stage I embedding
-  (fixed), ``M`` a learned d x d map and ``r`` a free residual (both zero at the start), so weight
-  decay pulls a rarely trained item back to what Stage I knows of it instead of erasing it.
+* ``stage1_base``: a fixed Stage I vector ``b`` (an item's, or a node's items' mean, projected) is added
+  as ``b (I + M)``, ``M`` a learned d x d map that starts at zero: under each history item's encoder
+  vector (``history``), or under every node embedding (``nodes``, whose free table then starts at
+  zero), so weight decay pulls a rarely trained item back to what Stage I knows of it.
 * codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
   and padded positions are ignored by the loss.
 * IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
@@ -174,11 +175,7 @@ class UNGER(nn.Module):
         if self.node_tokens:
             self.node_emb = nn.Parameter(torch.randn(n_nodes, d) * std)
             self.node_bias = nn.Parameter(torch.zeros(n_nodes))
-            if s2.node_base:  # node vector = base (I + base_map) + residual (node_emb); both learned parts start at zero
-                if init is None:
-                    raise ValueError("stage2.node_base needs the Stage I embeddings (init=...)")
-                self.register_buffer("node_base", torch.from_numpy(self._stage1_nodes(np.asarray(init), std)).float())
-                self.base_map = nn.Parameter(torch.zeros(d, d))
+            if s2.stage1_base == "nodes":  # node vector = node_emb (zero at the start) + b (I + base_map)
                 with torch.no_grad():
                     self.node_emb.zero_()
         else:
@@ -186,6 +183,11 @@ class UNGER(nn.Module):
             self.head = nn.Parameter(torch.randn(Lc, K, d) * 0.02)  # one output head per level
             if s2.history_tokens in ("item", "both"):
                 self.item_emb = nn.Parameter(torch.randn(n, d) * std)
+        if s2.stage1_base != "none":  # fixed Stage I vectors b [n_nodes, d] and the learned map M (zero)
+            if init is None:
+                raise ValueError(f"stage2.stage1_base={s2.stage1_base!r} needs the Stage I embeddings (init=...)")
+            self.register_buffer("stage1_vec", torch.from_numpy(self._stage1_nodes(np.asarray(init), std)).float())
+            self.base_map = nn.Parameter(torch.zeros(d, d))
         self.dis = nn.Parameter(torch.randn(d) * 0.02)  # the [c_dis] token
         self.enc_pos = nn.Parameter(torch.randn(max_hist, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, s2.n_heads, s2.d_ff, s2.dropout, activation="gelu",
@@ -231,15 +233,17 @@ class UNGER(nn.Module):
         elif hasattr(self, "item_emb"):
             self.item_emb.copy_(torch.from_numpy(self._stage1_items(emb, std)).float())
 
+    def stage1_vectors(self, node: torch.Tensor) -> torch.Tensor:
+        """The fixed Stage I vectors b of trie nodes [..] mapped by I + ``base_map``: b + b M [.., d]
+        (weight decay pulls M to zero, never b)."""
+        b = rows(self.stage1_vec, node)
+        return b + b @ self.base_map
+
     def node_vectors(self, node: torch.Tensor) -> torch.Tensor:
-        """Embeddings of trie nodes [..] -> [.., d] (per-node tokens): the free table, plus under
-        ``node_base`` the fixed Stage I vector b mapped by I + ``base_map`` (b + b @ base_map), so
-        weight decay pulls the map towards the identity and the residual towards zero, never b."""
+        """Embeddings of trie nodes [..] -> [.., d] (per-node tokens): the free table, plus
+        :meth:`stage1_vectors` under ``stage1_base="nodes"``."""
         v = rows(self.node_emb, node)
-        if not self.s2.node_base:
-            return v
-        b = rows(self.node_base, node)
-        return v + b + b @ self.base_map
+        return v + self.stage1_vectors(node) if self.s2.stage1_base == "nodes" else v
 
     # ------------------------------------------------------------------ encoder
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -251,6 +255,8 @@ class UNGER(nn.Module):
             x = self.enc_code(tok).sum(-2)
         if self.s2.history_tokens in ("item", "both"):
             x = x + (self.node_vectors(self.leaf[items]) if self.node_tokens else rows(self.item_emb, items))
+        if self.s2.stage1_base == "history":
+            x = x + self.stage1_vectors(self.leaf[items])
         return x
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,7 +314,7 @@ class UNGER(nn.Module):
         beam has R = users x beams rows over few distinct parents (at level 1 at most K), so each
         child's embedding is read once per parent, not once per row (``bench/bench_beam.py``); in
         training autograd's per-group overhead makes it slower than :meth:`_child_scores_by_row`."""
-        table = self.node_vectors(torch.arange(len(self.node_emb), device=h.device)) if self.s2.node_base else self.node_emb
+        table = self.node_vectors(torch.arange(len(self.node_emb), device=h.device)) if self.s2.stage1_base == "nodes" else self.node_emb
         parents, inv, counts = torch.unique(node, return_inverse=True, return_counts=True)
         groups = torch.argsort(inv, stable=True).split(counts.tolist())
         vals, r_idx, c_idx = [], [], []
