@@ -10,6 +10,7 @@ from ungerlib.train import shuffled_batches
 NEW = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1", "bucket": 4}
 BASE = {"stage1_base": "nodes"}  # the default (row J) with the fixed Stage I vector under every node embedding
 HIST_BASE = {"stage1_base": "history"}  # ... under every history item's encoder vector
+USED_DECAY = {"table_decay": "when_used"}  # the default with the tables' L2 charged only to the rows a batch reads
 LITERAL = levers.STAGE2_LEVERS[levers.LITERAL]  # the paper-literal reading (row A); the default is row J
 
 
@@ -29,8 +30,8 @@ def _popularity(splits):
     return rank_metrics(np.tile(pop, (len(splits.test), 1)), splits.test.target)
 
 
-@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE, HIST_BASE],
-                         ids=["paper-literal", "default", "node+item+init", "node-base", "history-base"])
+@pytest.mark.parametrize("variant", [LITERAL, {}, NEW, BASE, HIST_BASE, USED_DECAY],
+                         ids=["paper-literal", "default", "node+item+init", "node-base", "history-base", "used-decay"])
 def test_learns_planted_structure_far_above_popularity(world, variant):
     cfg, splits, table, emb = world
     model, hist = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 8, **variant}), progress=False)
@@ -194,3 +195,41 @@ def test_stage1_base_history_adds_the_stage1_vector_to_history_items_only(world)
         assert torch.equal(based.node_vectors(based.leaf), plain.node_vectors(plain.leaf))
         got = based.item_vectors(items) - plain.item_vectors(items)
     assert torch.allclose(got, based.stage1_vec[based.leaf], atol=1e-6)
+
+
+def test_table_decay_when_used_charges_l2_only_to_the_rows_a_batch_reads(world):
+    """table_decay="when_used": a table row's gradient gains weight_decay * row exactly when the batch
+    read it; rows it did not read get nothing and stay put under Adam, while Adam's coupled L2 (the
+    default, row J) shrinks an unread row on every step. Other parameters keep the optimiser's L2."""
+    cfg, splits, table, emb = world
+    wd, used = 3e-2, torch.arange(0, len(table), 2)  # the batch reads every second item
+    weights = torch.randn(len(used), cfg.stage2.d_model, generator=torch.Generator().manual_seed(0))
+
+    def step(m, opt):
+        opt.zero_grad()
+        (m.node_vectors(m.leaf[used]) * weights).sum().backward()
+        opt.step()
+
+    plain = stage2.build_model(table, emb, cfg.stage2, splits.max_len, 0)
+    hooked = stage2.build_model(table, emb, cfg.replace(stage2=USED_DECAY).stage2, splits.max_len, 0)
+    groups = stage2.decay_when_used(hooked, wd)
+    assert {id(p) for p in groups[0]["params"]} == {id(hooked.node_emb), id(hooked.node_bias), id(hooked.enc_code.weight)}
+    assert groups[0]["weight_decay"] == 0 and "weight_decay" not in groups[1]
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(hooked.parameters()))
+    for m in (plain, hooked):
+        m.zero_grad()
+        (m.node_vectors(m.leaf[used]) * weights).sum().backward()
+    read = torch.zeros(len(hooked.node_emb), dtype=torch.bool)
+    read[hooked.leaf[used]] = True
+    extra = hooked.node_emb.grad - plain.node_emb.grad
+    assert torch.allclose(extra[read], wd * hooked.node_emb.detach()[read], atol=1e-6)
+    assert torch.equal(extra[~read], torch.zeros_like(extra[~read]))
+    unread = hooked.leaf[1::2]
+    start = hooked.node_emb.detach()[unread].clone()
+    opt_used = torch.optim.Adam(groups, lr=1e-2, weight_decay=wd)
+    opt_plain = torch.optim.Adam(plain.parameters(), lr=1e-2, weight_decay=wd)
+    for _ in range(100):
+        step(hooked, opt_used), step(plain, opt_plain)
+    assert torch.equal(hooked.node_emb.detach()[unread], start)  # never read, never charged
+    shrunk = plain.node_emb.detach()[unread].norm(dim=1) / start.norm(dim=1)
+    assert shrunk.max() < 0.5

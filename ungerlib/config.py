@@ -162,6 +162,11 @@ class Stage2Config(_Checked):
     warmup_steps: int = 500
     lr_decay: Literal["none", "cosine"] = "cosine"
     weight_decay: float = 3e-4  # Adam's coupled L2 on every parameter (row J)
+    # Which steps charge the embedding tables' L2 (item, trie-node and code-token tables; every other
+    # parameter is charged on every step either way): every step ("every_step", Adam's coupled L2), or
+    # only the steps whose batch reads the row ("when_used"), so a rare item's vector is not shrunk on
+    # the many steps it is absent from (lever rows M and N, docs/experiments/stage2_rare_items.md).
+    table_decay: Literal["every_step", "when_used"] = "every_step"
     clip_norm: float = 1.0  # gradient-norm clipping (0 = none)
     patience: int = 5  # early stopping on validation NDCG@20
     eval_beam: int = 20  # beam used for per-epoch validation

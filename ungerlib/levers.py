@@ -17,11 +17,11 @@ from . import config as C
 
 # The settings every row names (the profile's values of other Stage II fields apply unchanged).
 LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau",
-                "dropout", "weight_decay", "stage1_base")
+                "dropout", "weight_decay", "stage1_base", "table_decay")
 
 _LITERAL = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "init": "random",
             "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0, "dropout": 0.1, "weight_decay": 0.0,
-            "stage1_base": "none"}
+            "stage1_base": "none", "table_decay": "every_step"}
 _NODE = {**_LITERAL, "decoder_tokens": "node", "valid_children": True}
 
 STAGE2_LEVERS: dict[str, dict[str, Any]] = {
@@ -47,6 +47,12 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
                                                                "weight_decay": 3e-4, "stage1_base": "nodes"},
     "L = J + fixed Stage I vector under each history item": {**_NODE, "history_tokens": "both",
                                                              "weight_decay": 3e-4, "stage1_base": "history"},
+    # M and N keep J's model and charge a table row's L2 only on the steps that read it, at J's weight
+    # decay (M) and at a stronger one (N), so the tables' shrinkage no longer grows with an item's rarity.
+    "M = J with the tables' L2 only when a row is used": {**_NODE, "history_tokens": "both", "weight_decay": 3e-4,
+                                                          "table_decay": "when_used"},
+    "N = M with weight decay 1e-3": {**_NODE, "history_tokens": "both", "weight_decay": 1e-3,
+                                     "table_decay": "when_used"},
 }
 # The row the profiles' Stage II defaults follow (tests/test_levers.py keeps them in step). Selection
 # rule, validation NDCG@20 on Beauty only: rows within noise of the best (about one standard error,

@@ -25,6 +25,9 @@ profiles use and why):
   as ``b (I + M)``, ``M`` a learned d x d map that starts at zero: under each history item's encoder
   vector (``history``), or under every node embedding (``nodes``, whose free table then starts at
   zero), so weight decay pulls a rarely trained item back to what Stage I knows of it.
+* ``table_decay``: weight decay charges an embedding table's row on every step (Adam's coupled L2), or
+  only on the steps whose batch reads the row (``when_used``), so a rare item is not shrunk towards zero
+  on the thousands of steps that never see it (:func:`decay_when_used`).
 * codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
   and padded positions are ignored by the loss.
 * IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
@@ -233,6 +236,13 @@ class UNGER(nn.Module):
         elif hasattr(self, "item_emb"):
             self.item_emb.copy_(torch.from_numpy(self._stage1_items(emb, std)).float())
 
+    def tables(self) -> list[nn.Parameter]:
+        """The embedding tables a batch reads by row: item, trie-node (embedding and output bias) and
+        code-token tables; ``table_decay`` treats them apart from every other parameter."""
+        names = ("node_emb", "node_bias", "item_emb", "enc_code.weight", "dec_tok.weight")
+        params = dict(self.named_parameters())
+        return [params[n] for n in names if n in params]
+
     def stage1_vectors(self, node: torch.Tensor) -> torch.Tensor:
         """The fixed Stage I vectors b of trie nodes [..] mapped by I + ``base_map``: b + b M [.., d]
         (weight decay pulls M to zero, never b)."""
@@ -420,6 +430,22 @@ def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, ma
     return model_cls(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
 
 
+def decay_when_used(model: UNGER, weight_decay: float) -> list[dict[str, Any]]:
+    """Adam parameter groups for ``table_decay="when_used"``: the tables of :meth:`UNGER.tables` leave
+    the optimiser's L2 (group weight decay 0) and a gradient hook adds ``weight_decay * row`` to each row
+    whose data gradient is nonzero, i.e. the rows the batch read; every other parameter keeps Adam's
+    coupled L2. (The hook's term is added before gradient clipping, Adam's after it.)"""
+    tables = model.tables()
+    for p in tables:
+        def charge(g: torch.Tensor, p: nn.Parameter = p) -> torch.Tensor:
+            used = (g != 0).reshape(len(g), -1).any(1).reshape(-1, *([1] * (g.dim() - 1)))
+            return g + weight_decay * p.detach() * used
+        p.register_hook(charge)
+    ids = {id(p) for p in tables}
+    return [{"params": tables, "weight_decay": 0.0},
+            {"params": [p for p in model.parameters() if id(p) not in ids]}]
+
+
 def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: C.RunConfig,
                  work_dir: Path | None = None, progress: bool = True,
                  after_epoch: Callable[[int], None] | None = None,
@@ -445,8 +471,9 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
         return rank_metrics(ranked, splits.valid.target)
 
+    groups = decay_when_used(model, s2.weight_decay) if s2.table_decay == "when_used" else None
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s2.batch_size, rng, lengths, s2.bucket),
-              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch)
+              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch, groups)
     return model, res.history
 
 
