@@ -92,7 +92,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
         batches: Callable[[np.random.Generator], list[np.ndarray]], validate: Callable[[], dict[str, float]],
         select: str, sched: Schedule, seed: int, work_dir: Path | None = None, name: str = "train",
         progress: bool = True, after_epoch: Callable[[int], None] | None = None,
-        params: list[torch.nn.Parameter] | list[dict[str, Any]] | None = None) -> FitResult:
+        params: list[torch.nn.Parameter] | None = None) -> FitResult:
     """Train ``model`` and leave it in the state of the epoch with the best ``validate()[select]``.
 
     ``batches(rng)`` gives one epoch's index arrays, ``loss_fn(idx, rng)`` the loss terms of a batch,
