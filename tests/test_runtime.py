@@ -49,3 +49,18 @@ def test_notebook_kernels_get_the_policy(monkeypatch):
     with reproduce.kernel_environment():
         assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["UNGER_PROGRESS"] == "text"
     assert "UNGER_PROGRESS" not in os.environ  # restored afterwards
+
+
+def test_import_ungerlib_flushes_subnormal_floats_to_zero():
+    """Weight decay leaves weights in the subnormal range, where the CPU's float math is two orders of
+    magnitude slower (bench/bench_denormals.py); after ``import ungerlib`` torch reads and writes them
+    as zero, in a fresh process and in the threads torch starts there."""
+    code = ("import ungerlib, torch; torch.set_num_threads(2); "
+            "x = torch.full((64, 64), 1e-39); "
+            "print(float((x * 1.0).abs().max()), float((x @ torch.eye(64)).abs().max()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    supported = subprocess.run([sys.executable, "-c", "import torch; print(torch.set_flush_denormal(True))"],
+                               capture_output=True, text=True, check=True).stdout.strip() == "True"
+    if not supported:
+        pytest.skip("this CPU has no flush-to-zero mode")
+    assert out == ["0.0", "0.0"]

@@ -2,7 +2,8 @@
 
 ``ungerlib.recommend(cfg, item_ids, k=10)`` turns one user's items into recommendations
 (:mod:`ungerlib.api`). Importing the package applies the CPU thread policy of
-:mod:`ungerlib.runtime` as environment defaults (torch is not imported here).
+:mod:`ungerlib.runtime` as environment defaults, then imports torch and has it flush subnormal floats
+to zero (:func:`ungerlib.runtime.flush_denormals`: with weight decay they made training 4x slower).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from . import runtime as _runtime
 
 _runtime.apply_thread_env()
+_runtime.flush_denormals()
 
 
 def __getattr__(name: str) -> Any:  # lazy: the public API imports torch
