@@ -233,3 +233,46 @@ def test_table_decay_when_used_charges_l2_only_to_the_rows_a_batch_reads(world):
     assert torch.equal(hooked.node_emb.detach()[unread], start)  # never read, never charged
     shrunk = plain.node_emb.detach()[unread].norm(dim=1) / start.norm(dim=1)
     assert shrunk.max() < 0.5
+
+
+def test_logit_adjusted_loss_adds_tau_log_prior_to_each_child_in_training_only(world):
+    """The ``offset`` of ``UNGER.loss`` shifts each existing child's training score by its node's offset
+    (an independent loop over the trie here), a zero offset is the plain loss, and decoding ignores it."""
+    import torch.nn.functional as F
+
+    from ungerlib.prior import node_log_prior
+
+    cfg, splits, table, emb = world
+    s2 = cfg.replace(stage2={"prior_tau": 1.0}).stage2
+    model = stage2.build_model(table, emb, s2, splits.max_len, seed=0).eval()
+    hist, target = torch.from_numpy(stage2.trim(splits.train.history[:64])), torch.from_numpy(splits.train.target[:64])
+    offset = torch.from_numpy(node_log_prior(table, np.bincount(splits.train.target, minlength=splits.n_items))).float()
+    with torch.no_grad():
+        plain = model.loss(hist, target, None, None)["gen"]
+        assert torch.allclose(model.loss(hist, target, None, None, torch.zeros_like(offset))["gen"], plain)
+        logits, code, _ = model(hist, target)
+        ref, n = 0.0, 0
+        for b, item in enumerate(target.tolist()):
+            node = 0
+            for lvl, tok in enumerate(table.codes[item]):
+                kids = np.flatnonzero(table.next_node[node] >= 0)
+                row = logits[b, lvl, kids] + offset[table.next_node[node, kids]]
+                ref = ref - F.log_softmax(row, 0)[list(kids).index(tok)]
+                n, node = n + 1, table.next_node[node, tok]
+        adjusted = model.loss(hist, target, None, None, offset)["gen"]
+    assert torch.allclose(adjusted, ref / n, atol=1e-5) and not torch.allclose(adjusted, plain)
+
+
+def test_logit_adjusted_training_recommends_less_popular_items(world):
+    """Trained with the logit-adjusted loss, the model's own (unadjusted) beam recommends items that
+    are less often training targets than the plain model's: the prior is left out of the scores it
+    decodes with."""
+    cfg, splits, table, emb = world
+    counts = np.bincount(splits.train.target, minlength=splits.n_items)
+    mean_count = {}
+    for tau in (0.0, 1.0):
+        model, _ = stage2.train_stage2(splits, table, emb, cfg.replace(stage2={"epochs": 4, "prior_tau": tau}),
+                                       progress=False)
+        ranked, _ = recommend(model, splits.test.history, table, beam=20, topk=10)
+        mean_count[tau] = counts[ranked].mean()
+    assert mean_count[1.0] < 0.95 * mean_count[0.0], mean_count

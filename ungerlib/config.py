@@ -167,6 +167,11 @@ class Stage2Config(_Checked):
     # only the steps whose batch reads the row ("when_used"), so a rare item's vector is not shrunk on
     # the many steps it is absent from (lever rows M and N, docs/experiments/stage2_rare_items.md).
     table_decay: Literal["every_step", "when_used"] = "every_step"
+    # Logit-adjusted training loss (Menon et al., ICLR 2021; beyond the paper): the training softmax adds
+    # prior_tau * log pi(child | parent) to each child's score, pi the share of the parent's training
+    # targets under the child (ungerlib.prior.node_log_prior); decoding reads the raw scores, so the model
+    # ranks by how much the history raises an item over its training popularity (0 = the plain loss).
+    prior_tau: float = 0.0
     clip_norm: float = 1.0  # gradient-norm clipping (0 = none)
     patience: int = 5  # early stopping on validation NDCG@20
     eval_beam: int = 20  # beam used for per-epoch validation
@@ -410,7 +415,7 @@ RANGES: dict[str, _Rule] = {
     "stage2.d_model": _AT_LEAST_1, "stage2.enc_layers": _AT_LEAST_1, "stage2.dec_layers": _AT_LEAST_1,
     "stage2.n_heads": _AT_LEAST_1, "stage2.d_ff": _AT_LEAST_1, "stage2.beta": _NON_NEGATIVE,
     "stage2.ikd_negatives": _AT_LEAST_1, "stage2.ikd_tau": _POSITIVE, "stage2.bucket": _NON_NEGATIVE,
-    "stage2.eval_beam": _AT_LEAST_1,
+    "stage2.eval_beam": _AT_LEAST_1, "stage2.prior_tau": _NON_NEGATIVE,
     "eval.beam": _AT_LEAST_1, "eval.ks": _AT_LEAST_1,
 }
 

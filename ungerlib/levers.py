@@ -17,11 +17,11 @@ from . import config as C
 
 # The settings every row names (the profile's values of other Stage II fields apply unchanged).
 LEVER_FIELDS = ("history_tokens", "decoder_tokens", "valid_children", "init", "ikd", "beta", "ikd_sim", "ikd_tau",
-                "dropout", "weight_decay", "stage1_base", "table_decay")
+                "dropout", "weight_decay", "stage1_base", "table_decay", "prior_tau")
 
 _LITERAL = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "init": "random",
             "ikd": True, "beta": 1.0, "ikd_sim": "dot", "ikd_tau": 1.0, "dropout": 0.1, "weight_decay": 0.0,
-            "stage1_base": "none", "table_decay": "every_step"}
+            "stage1_base": "none", "table_decay": "every_step", "prior_tau": 0.0}
 _NODE = {**_LITERAL, "decoder_tokens": "node", "valid_children": True}
 
 STAGE2_LEVERS: dict[str, dict[str, Any]] = {
@@ -53,6 +53,11 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
                                                           "table_decay": "when_used"},
     "N = M with weight decay 1e-3": {**_NODE, "history_tokens": "both", "weight_decay": 1e-3,
                                      "table_decay": "when_used"},
+    # O trains J with the logit-adjusted loss: the training softmax holds each child's log share of its
+    # parent's training targets, so the learned scores rank items by how much the history lifts them above
+    # their popularity (Menon et al. 2021); the test targets are rarer than the training targets.
+    "O = J with the logit-adjusted loss (tau 1)": {**_NODE, "history_tokens": "both", "weight_decay": 3e-4,
+                                                   "prior_tau": 1.0},
 }
 # The row the profiles' Stage II defaults follow (tests/test_levers.py keeps them in step). Selection
 # rule, validation NDCG@20 on Beauty only: rows within noise of the best (about one standard error,

@@ -30,6 +30,9 @@ profiles use and why):
   on the thousands of steps that never see it (:func:`decay_when_used`).
 * codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
   and padded positions are ignored by the loss.
+* ``prior_tau``: the logit-adjusted loss (Menon et al. 2021): in training each child's score gets
+  ``tau log pi(child | parent)`` added, pi its share of the parent's training targets; decoding reads
+  the raw scores, which then rank an item by how much the history lifts it above its popularity.
 * IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
   negatives drawn uniformly from the other items (shared by the batch, accidental hits masked).
 """
@@ -383,10 +386,17 @@ class UNGER(nn.Module):
         return logits, code, self.ikd(dis)
 
     def loss(self, hist: torch.Tensor, target: torch.Tensor, E: torch.Tensor | None,
-             neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+             neg: torch.Tensor | None, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Eq. 8 on a batch: ``{"loss", "gen", "ikd"}``. ``E`` [n, d_int]: Stage I integrated
-        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term)."""
+        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term). ``offset``
+        [n_nodes]: added to each child node's score inside the generation loss only (the logit-adjusted
+        loss: ``prior_tau * log pi(node | parent)``, :func:`train_stage2`); decoding never sees it."""
         logits, code, dis = self(hist, target)
+        if offset is not None:  # each (level, token) column's child under the target's prefix at that level
+            path = self.path[target]
+            prefix = torch.cat([torch.zeros_like(path[:, :1]), path[:, :-1].clamp(min=0)], 1)  # [B, Lc]
+            child = self.next_node[prefix]  # [B, Lc, K], -1 = no such child
+            logits = logits + torch.where(child >= 0, offset[child.clamp(min=0)], 0.0)
         gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
         if not self.s2.ikd or E is None or neg is None:
             return {"loss": gen, "gen": gen, "ikd": torch.zeros(())}
@@ -462,10 +472,17 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
     tr, n = splits.train, splits.n_items
     lengths = tr.lengths
 
+    offset = None
+    if s2.prior_tau > 0:  # the logit-adjusted loss: tau log pi(node | parent) of the training targets
+        from .prior import node_log_prior
+
+        log_prior = node_log_prior(table, np.bincount(tr.target, minlength=n))
+        offset = torch.from_numpy(s2.prior_tau * log_prior).float().to(DEVICE)
+
     def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives)).to(DEVICE) if s2.ikd else None
         hist = torch.from_numpy(trim(tr.history[idx])).to(DEVICE)
-        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg)
+        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg, offset)
 
     def validate() -> dict[str, float]:
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
