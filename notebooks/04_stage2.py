@@ -56,7 +56,9 @@ short = lambda row: row[:2].strip()  # "A", "E", ...
 # Every row names all its lever settings (`levers.STAGE2_LEVERS`) and trains at the same short screening
 # budget (`levers.SCREEN`: a full cosine schedule over few epochs, length-bucketed batches); rows A–E add
 # one change at a time to the paper-literal reading, F initialises from Stage I, G–I vary IKD and dropout
-# on E, and J adds weight decay to E. Validation only, every item ranked, on the first data set.
+# on E, J adds weight decay to E, and K–O aim at rarely trained items (a fixed Stage I vector under the
+# node or history embeddings, weight decay only on the rows a batch reads, the logit-adjusted loss;
+# `docs/experiments/stage2_rare_items.md`). Validation only, every item ranked, on the first data set.
 
 # %%
 lever_table = levers.lever_table(cfgs[first], lever_rows)

@@ -13,7 +13,8 @@ with pi(child | parent) the share of the parent's training targets under the chi
 smoothing ``alpha``). Under per-node tokens this is exactly a shift of each node's output bias by
 ``-tau log pi(node | parent)``, so :func:`adjusted` returns a copy of the model with shifted biases
 and the trie-constrained beam search is unchanged: it still generates the item's unicode and can only
-return valid, distinct items. tau = 0 is the model itself.
+return valid, distinct items. tau = 0 is the model itself. The same prior inside the training loss
+instead of at decoding time is ``Stage2Config.prior_tau`` (the logit-adjusted loss, lever row O).
 
 tau is a decoding setting chosen on validation NDCG@20 (every item ranked) over :data:`TAUS`
 (:func:`tune`); nothing is retrained. ``evaluate_prior(cfg, tau)`` caches valid and test rankings
