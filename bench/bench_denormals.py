@@ -45,7 +45,8 @@ def main() -> None:
             break
         rows.append((mode, rate(x, w, a.seconds), rate(x, torch.where(w.abs() < 1e-37, 0.0, w), a.seconds)))
     torch.set_flush_denormal(False)
-    print(f"{'flush to zero':>14} {'subnormal weights':>18} {'zeros instead':>14}  (products / s, {a.threads} thread(s))")
+    print(f"{'flush to zero':>14} {'subnormal weights':>18} {'zeros instead':>14}"
+          f"  (products / s, {a.threads} thread(s))")
     for mode, sub, zero in rows:
         print(f"{str(mode):>14} {sub:18.1f} {zero:14.1f}")
 

@@ -240,13 +240,12 @@ def test_logit_adjusted_loss_adds_tau_log_prior_to_each_child_in_training_only(w
     (an independent loop over the trie here), a zero offset is the plain loss, and decoding ignores it."""
     import torch.nn.functional as F
 
-    from ungerlib.prior import node_log_prior
-
     cfg, splits, table, emb = world
     s2 = cfg.replace(stage2={"prior_tau": 1.0}).stage2
     model = stage2.build_model(table, emb, s2, splits.max_len, seed=0).eval()
     hist, target = torch.from_numpy(stage2.trim(splits.train.history[:64])), torch.from_numpy(splits.train.target[:64])
-    offset = torch.from_numpy(node_log_prior(table, np.bincount(splits.train.target, minlength=splits.n_items))).float()
+    counts = np.bincount(splits.train.target, minlength=splits.n_items)
+    offset = torch.from_numpy(stage2.node_log_prior(table, counts)).float()
     with torch.no_grad():
         plain = model.loss(hist, target, None, None)["gen"]
         assert torch.allclose(model.loss(hist, target, None, None, torch.zeros_like(offset))["gen"], plain)

@@ -169,7 +169,7 @@ class Stage2Config(_Checked):
     table_decay: Literal["every_step", "when_used"] = "every_step"
     # Logit-adjusted training loss (Menon et al., ICLR 2021; beyond the paper): the training softmax adds
     # prior_tau * log pi(child | parent) to each child's score, pi the share of the parent's training
-    # targets under the child (ungerlib.prior.node_log_prior); decoding reads the raw scores, so the model
+    # targets under the child (ungerlib.stage2.node_log_prior); decoding reads the raw scores, so the model
     # ranks by how much the history raises an item over its training popularity (0 = the plain loss).
     prior_tau: float = 0.0
     clip_norm: float = 1.0  # gradient-norm clipping (0 = none)

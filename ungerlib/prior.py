@@ -36,38 +36,11 @@ import pandas as pd
 import torch
 
 from . import cli, config as C, runtime
-from .codes import CodeTable
 from .metrics import rank_metrics
+from .stage2 import ALPHA, node_log_prior  # the trie's prior, shared with the logit-adjusted loss
 from .store import atomic_write_json, cached
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
-ALPHA = 1.0  # Laplace smoothing of the trie's child counts
-
-
-def node_log_prior(table: CodeTable, counts: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """[n_nodes] log pi(node | parent): the smoothed share of the parent's training targets (``counts``
-    [n_items], e.g. ``np.bincount(splits.train.target)``) that lie under the node; 0 at the root.
-    Each parent's children sum to probability 1."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if counts.shape != (len(table),):
-        raise ValueError(f"counts must be one per item [{len(table)}], got shape {counts.shape}")
-    if (counts < 0).any() or not np.isfinite(counts).all():
-        raise ValueError("counts must be finite and non-negative")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be positive (smoothing keeps every log prior finite), got {alpha}")
-    nxt = table.next_node
-    n_nodes = len(nxt)
-    under = np.zeros(n_nodes)  # training targets under each node
-    for i, code in enumerate(table.codes):
-        node = 0
-        for t in code:
-            node = nxt[node, t]
-            under[node] += counts[i]
-    out = np.zeros(n_nodes)
-    for parent in np.flatnonzero((nxt >= 0).any(1)):
-        kids = nxt[parent][nxt[parent] >= 0]
-        out[kids] = np.log((under[kids] + alpha) / (under[kids].sum() + alpha * len(kids)))
-    return out
 
 
 def adjusted(model, log_prior: np.ndarray, tau: float):

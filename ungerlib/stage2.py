@@ -440,6 +440,35 @@ def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, ma
     return model_cls(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
 
 
+ALPHA = 1.0  # Laplace smoothing of the trie's child counts in node_log_prior
+
+
+def node_log_prior(table: CodeTable, counts: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
+    """[n_nodes] log pi(node | parent): the smoothed share of the parent's training targets (``counts``
+    [n_items], e.g. ``np.bincount(splits.train.target)``) that lie under the node; 0 at the root.
+    Each parent's children sum to probability 1."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.shape != (len(table),):
+        raise ValueError(f"counts must be one per item [{len(table)}], got shape {counts.shape}")
+    if (counts < 0).any() or not np.isfinite(counts).all():
+        raise ValueError("counts must be finite and non-negative")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive (smoothing keeps every log prior finite), got {alpha}")
+    nxt = table.next_node
+    n_nodes = len(nxt)
+    under = np.zeros(n_nodes)  # training targets under each node
+    for i, code in enumerate(table.codes):
+        node = 0
+        for t in code:
+            node = nxt[node, t]
+            under[node] += counts[i]
+    out = np.zeros(n_nodes)
+    for parent in np.flatnonzero((nxt >= 0).any(1)):
+        kids = nxt[parent][nxt[parent] >= 0]
+        out[kids] = np.log((under[kids] + alpha) / (under[kids].sum() + alpha * len(kids)))
+    return out
+
+
 def decay_when_used(model: UNGER, weight_decay: float) -> list[dict[str, Any]]:
     """Adam parameter groups for ``table_decay="when_used"``: the tables of :meth:`UNGER.tables` leave
     the optimiser's L2 (group weight decay 0) and a gradient hook adds ``weight_decay * row`` to each row
@@ -474,8 +503,6 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
 
     offset = None
     if s2.prior_tau > 0:  # the logit-adjusted loss: tau log pi(node | parent) of the training targets
-        from .prior import node_log_prior
-
         log_prior = node_log_prior(table, np.bincount(tr.target, minlength=n))
         offset = torch.from_numpy(s2.prior_tau * log_prior).float().to(DEVICE)
 
