@@ -368,6 +368,12 @@ class UNGER(nn.Module):
         return self.logits(h, node, st.level)
 
     # ------------------------------------------------------------------ training
+    def prefixes(self, target: torch.Tensor) -> torch.Tensor:
+        """[B, Lc] the trie node each code level of target items [B] is predicted from: the root, then
+        the node after each earlier token (a level past the code's end: the root, ignored by the loss)."""
+        path = self.path[target]
+        return torch.cat([torch.zeros_like(path[:, :1]), path[:, :-1].clamp(min=0)], 1)
+
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher forcing on hist [B, L], target items [B]. Returns logits [B, Lc, K], code targets
         [B, Lc] (-1 = past the code's end) and the projected ``[c_dis]`` output [B, d_int]."""
@@ -379,7 +385,7 @@ class UNGER(nn.Module):
         tok = torch.where((code >= 0)[..., None], tok, self.dis)
         x = torch.cat([self._bos().expand(B, 1, -1), tok, self.dis.expand(B, 1, -1)], 1)  # [c_dis] at n_real + 1
         h = self.decode(self.drop(x + self.dec_pos), mem, mask)
-        prefix = torch.cat([torch.zeros(B, 1, dtype=torch.long, device=code.device), path[:, :-1].clamp(min=0)], 1)
+        prefix = self.prefixes(target)
         logits = torch.stack([self.logits(h[:, l], prefix[:, l], l) for l in range(self.Lc)], 1)  # [B, Lc, K]
         logits = torch.where((code >= 0)[..., None], logits, 0.0)  # past a code's end: ignored, kept finite
         dis = h[torch.arange(B), n_real + 1]  # [c_dis] right after the last real token
@@ -393,9 +399,7 @@ class UNGER(nn.Module):
         loss: ``prior_tau * log pi(node | parent)``, :func:`train_stage2`); decoding never sees it."""
         logits, code, dis = self(hist, target)
         if offset is not None:  # each (level, token) column's child under the target's prefix at that level
-            path = self.path[target]
-            prefix = torch.cat([torch.zeros_like(path[:, :1]), path[:, :-1].clamp(min=0)], 1)  # [B, Lc]
-            child = self.next_node[prefix]  # [B, Lc, K], -1 = no such child
+            child = self.next_node[self.prefixes(target)]  # [B, Lc, K], -1 = no such child
             logits = logits + torch.where(child >= 0, offset[child.clamp(min=0)], 0.0)
         gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
         if not self.s2.ikd or E is None or neg is None:
