@@ -206,3 +206,17 @@ def test_provenance_records_the_thread_count(monkeypatch):
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     assert store.provenance({"seed": 1})["env"]["torch_threads"] == "3"
+
+
+def test_provenance_records_the_cpu_and_the_flush_to_zero_mode(tmp_path):
+    """Math libraries pick kernels by vector extension, and flush-to-zero changes float rounding: a
+    record names both, so two runs of one key that differ can be told apart."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f\n\n"
+                    "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert store.cpu_name(info) == "Test CPU 9000 (avx512)"
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu sse2\n")
+    assert store.cpu_name(info) == "Old CPU"
+    assert store.cpu_name(tmp_path / "missing") != ""
+    env = store.provenance({"seed": 1})["env"]
+    assert env["flush_denormal"] == "True"  # import ungerlib turned the mode on (runtime.flush_denormals)

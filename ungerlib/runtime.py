@@ -97,12 +97,19 @@ def apply_thread_env() -> None:
             os.environ.setdefault(k, v)
 
 
+# Whether flush_denormals() turned the mode on in this process (None: never called); torch cannot be
+# asked, so provenance records (store.environment) read this.
+FLUSH_DENORMAL: bool | None = None
+
+
 def flush_denormals() -> bool:
     """Treat subnormal floats as zero in torch's CPU math from now on (module docstring); threads that
     torch starts later inherit the mode. False where the CPU has no such mode."""
+    global FLUSH_DENORMAL
     import torch
 
-    return torch.set_flush_denormal(True)
+    FLUSH_DENORMAL = torch.set_flush_denormal(True)
+    return FLUSH_DENORMAL
 
 
 def configure_threads() -> int:

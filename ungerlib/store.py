@@ -90,16 +90,36 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name and its widest vector extension (``amx``, ``avx512``, ``avx2`` or none),
+    from ``/proc/cpuinfo``; ``platform.processor()`` where that file does not exist. Two hosts of one
+    cloud model name can differ in their extensions, and math libraries pick their kernels (and so
+    their float rounding) by extension."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")),
+                platform.processor() or "unknown")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    ext = next((e for e, f in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")) if f in flags), None)
+    return f"{name} ({ext})" if ext else name
+
+
 def environment() -> dict[str, str]:
     import sklearn
     import torch
 
+    from . import runtime
+
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "sklearn": sklearn.__version__,
             "machine": f"{platform.machine()} {os.cpu_count()} cpu",
-            # float sums depend on the thread count, so a run's numbers can only be compared with runs
-            # at the same count (docs/REPRODUCIBILITY.md)
+            "cpu": cpu_name(),
+            # float sums depend on the thread count and on the flush-to-zero mode (runtime.flush_denormals),
+            # so a run's numbers can only be compared with runs under the same two (docs/REPRODUCIBILITY.md)
             "torch_threads": str(torch.get_num_threads()),
+            "flush_denormal": str(runtime.FLUSH_DENORMAL),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
 
 
