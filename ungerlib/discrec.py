@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from . import config as C
 from .codes import CodeTable
-from .metrics import rank_metrics
+from .rankings import save_rankings
 from .stage2 import DEVICE, UNGER, _inputs, build_model, rows, train_stage2
 from .store import atomic_torch_save, atomic_write_json, cached
 
@@ -103,22 +103,11 @@ def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) ->
 
 def evaluate_discrec(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     """As ``stage2.evaluate_stage2`` for the DiscRec variant: metrics and ``{valid,test}_{all,excl}.npy``."""
-    from .beam import recommend_both
-
     model, _ = run_discrec(cfg)
     splits, table, _ = _inputs(cfg)
 
     def build(out: Path, work: Path) -> dict[str, Any]:
-        res: dict[str, Any] = {}
-        for split in ("valid", "test"):
-            ex = getattr(splits, split)
-            both = recommend_both(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
-                                  exclude=ex.exclude)
-            for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
-                np.save(out / f"{tag}.npy", ranked)
-                res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
-        atomic_write_json(out / "metrics.json", res)
-        return {"metrics": res}
+        return {"metrics": save_rankings(model, splits, table, cfg.eval, out)}
 
     art = cached("eval_discrec", _key(cfg, "eval"), build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

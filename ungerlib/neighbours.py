@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 
 from . import cli, config as C, runtime
-from .metrics import rank_metrics
-from .store import atomic_write_json, cached
+from .rankings import save_rankings
+from .store import cached
 
 # (lambda_0, lambda_1) tried by :func:`tune`; (0, 0) is row J's own evaluation. On Beauty, 4,000
 # validation users of row J (a session's screen): (0, 2), (0, 5), (0, 10), (2, 5), (5, 10) lifted
@@ -73,8 +73,6 @@ class NeighbourDecoder(nn.Module):
             raise ValueError(f"lambda must be two finite, non-negative weights (first level, below), got {lam}")
         self.model, self.lam = model, (float(lam[0]), float(lam[1]))
         self.next_node = model.next_node
-        self.register_buffer("item_vec", torch.from_numpy(
-            emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(1e-12)).float(), persistent=False)
         self.register_buffer("node_vec", node_vectors(model.path.cpu(), emb), persistent=False)
 
     def _boost(self, logits: torch.Tensor, node: torch.Tensor, level: int) -> torch.Tensor:
@@ -93,8 +91,8 @@ class NeighbourDecoder(nn.Module):
         """As ``UNGER.decode_start``: hist [B, L] (right-aligned) -> state, boosted logits [B, K]."""
         st, logits = self.model.decode_start(hist)
         last = hist[:, -1].clamp(min=0)
-        self._sims = self.item_vec[last] @ self.node_vec.T  # [B, n_nodes]: cos(e_last, v_node)
-        self._last_leaf = self.model.leaf[last]
+        self._last_leaf = self.model.leaf[last]  # a leaf's node vector is its item's unit embedding
+        self._sims = self.node_vec[self._last_leaf] @ self.node_vec.T  # [B, n_nodes]: cos(e_last, v_node)
         return st, self._boost(logits, st.node, st.level)
 
     def decode_step(self, st, parent: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
@@ -111,7 +109,6 @@ def evaluate_neighbours(cfg: C.RunConfig, lam: tuple[float, float], force: bool 
     """As ``stage2.evaluate_stage2`` (beam ``cfg.eval.beam``, valid and test, both rankings, rankings
     saved) for ``cfg``'s cached Stage II model decoded by :class:`NeighbourDecoder` with ``lam``;
     ``(0, 0)`` returns ``evaluate_stage2(cfg)`` itself."""
-    from .beam import recommend_both
     from .stage2 import _inputs, evaluate_stage2, run_stage2
 
     if tuple(lam) == (0.0, 0.0):
@@ -121,16 +118,7 @@ def evaluate_neighbours(cfg: C.RunConfig, lam: tuple[float, float], force: bool 
     fused = NeighbourDecoder(model, emb, lam).eval()
 
     def build(out: Path, work: Path) -> dict[str, Any]:
-        res: dict[str, Any] = {}
-        for split in ("valid", "test"):
-            ex = getattr(splits, split)
-            both = recommend_both(fused, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
-                                  exclude=ex.exclude)
-            for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
-                np.save(out / f"{tag}.npy", ranked)
-                res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
-        atomic_write_json(out / "metrics.json", res)
-        return {"metrics": res}
+        return {"metrics": save_rankings(fused, splits, table, cfg.eval, out)}
 
     art = cached("eval_neighbours", _key(cfg, lam), build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

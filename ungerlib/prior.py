@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 
 from . import cli, config as C, runtime
-from .metrics import rank_metrics
+from .rankings import save_rankings
 from .stage2 import ALPHA, node_log_prior  # the trie's prior, shared with the logit-adjusted loss
-from .store import atomic_write_json, cached
+from .store import cached
 
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -67,7 +67,6 @@ def _key(cfg: C.RunConfig, tau: float, alpha: float) -> dict[str, Any]:
 def evaluate_prior(cfg: C.RunConfig, tau: float, alpha: float = ALPHA, force: bool = False) -> dict[str, Any]:
     """As ``stage2.evaluate_stage2`` (beam ``cfg.eval.beam``, valid and test, both rankings, rankings
     saved) for ``cfg``'s cached Stage II model decoded with popularity adjustment ``tau``."""
-    from .beam import recommend_both
     from .stage2 import _inputs, run_stage2
 
     model, _ = run_stage2(cfg, progress=False)
@@ -76,16 +75,7 @@ def evaluate_prior(cfg: C.RunConfig, tau: float, alpha: float = ALPHA, force: bo
     def build(out: Path, work: Path) -> dict[str, Any]:
         counts = np.bincount(splits.train.target, minlength=splits.n_items)
         m = adjusted(model, node_log_prior(table, counts, alpha), tau)
-        res: dict[str, Any] = {}
-        for split in ("valid", "test"):
-            ex = getattr(splits, split)
-            both = recommend_both(m, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
-                                  exclude=ex.exclude)
-            for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
-                np.save(out / f"{tag}.npy", ranked)
-                res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
-        atomic_write_json(out / "metrics.json", res)
-        return {"metrics": res}
+        return {"metrics": save_rankings(m, splits, table, cfg.eval, out)}
 
     art = cached("eval_prior", _key(cfg, tau, alpha), build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}
