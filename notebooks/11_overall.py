@@ -26,6 +26,10 @@
 # position embeddings and a gated semantic/collaborative branch over each item's code tokens). The paper's other rows (Caser, HGN, FDSA, S³-Rec, RecForest, ColaRec, EAGER,
 # and its own numbers for the rerun models) are **cited**, not rerun.
 #
+# Our row, `UNGER (ours)`, is the default Stage II decoded with the Stage I neighbours term (λ chosen on
+# validation, notebook 04; beyond the paper); `UNGER, plain beam (paper's decoding)` is the same model
+# under the paper's beam.
+#
 # Two rankings: every item (`all`) and the user's whole history excluded (`excl`). **The excluded
 # ranking is the fair comparison with the cited classical rows**: they come from S³-Rec's full-sort
 # protocol, which drops items the user has already seen.

@@ -97,7 +97,7 @@ def test_paper_table3_is_the_papers_table():
     assert n == len(PAPER_TABLE3) * 4 == 144
 
 
-def test_reproduce_check_recomputes_baseline_and_discrec_keys(smoke):
+def test_reproduce_check_recomputes_baseline_discrec_and_neighbours_keys(smoke):
     """`reproduce --check` must recompute the keys of artefacts built outside the pipeline stages."""
     from ungerlib import discrec, reproduce
     from ungerlib.baselines import run_key
@@ -113,3 +113,29 @@ def test_reproduce_check_recomputes_baseline_and_discrec_keys(smoke):
     for kind, stage in (("stage2_discrec", "stage2"), ("eval_discrec", "eval")):
         key = discrec._key(smoke, stage)
         assert reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(key), "key": key}, "smoke", {}) is None
+    from ungerlib import neighbours
+
+    key = neighbours._key(smoke, (2.0, 5.0))
+    assert reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(key), "key": key},
+                                       "smoke", {}) is None
+    stale = {**key, "neighbours_code": "000000000000"}
+    why = reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(stale), "key": stale},
+                                      "smoke", {})
+    assert why and "neighbours_code" in why
+
+
+def test_paired_tests_and_verdicts_name_the_unger_row_they_test():
+    """Our row and the paper's plain beam are tested separately against the same reference."""
+    from ungerlib import targets
+
+    res = _overall()
+    res.rows[O.PLAIN] = res.rows["popularity"]  # a plain row far below SASRec on test
+    tests = pd.concat([targets.paired(res, "SASRec"), targets.paired(res, "SASRec", mine=O.PLAIN)])
+    v = targets.verdicts(tests)
+    assert v.loc[("Beauty", O.OURS, "SASRec", "all"), "above in both"] == "yes"
+    assert v.loc[("Beauty", O.OURS, "SASRec", "all"), "significant (p < 0.05 both)"] == "yes"
+    assert v.loc[("Beauty", O.PLAIN, "SASRec", "excl"), "above in both"] == "no"
+    diff = tests.loc[("Beauty", O.PLAIN, "SASRec", "all", "recall@10"), "difference"]
+    assert diff == pytest.approx(O.table3([res]).loc[("Beauty", O.PLAIN, "all"), "recall@10"]
+                                 - O.table3([res]).loc[("Beauty", "SASRec", "all"), "recall@10"])
+    assert O.kind(O.PLAIN) == "ours, paper's decoding" and O.kind(O.OURS) == "ours"

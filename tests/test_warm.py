@@ -13,7 +13,10 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     assert len({(j.kind, j.outputs) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
     kinds = {j.kind for j in jobs}
-    assert kinds == {"semantic", "inputs", "train", "eval", "baseline", "discrec"}
+    assert kinds == {"semantic", "inputs", "train", "eval", "baseline", "discrec", "neighbours"}
+    # the neighbours decodings read the default model, so they start after every Stage II training
+    (nb,) = [j for j in jobs if j.kind == "neighbours"]
+    assert nb.phase > max(j.phase for j in jobs if j.kind in ("eval", "train", "discrec"))
     cfg = config.profile("cpu", "Beauty")
     # the adopted row at the full budget is the profile's default run: evaluated once, not trained twice
     adopted = config_hash(config.artefact_key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL), "stage2"))
@@ -34,11 +37,14 @@ def test_bad_arguments_are_named():
 def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
     jobs = [j for j in warm.plan("smoke", ["04"]) if (j.phase < 2 and "default" in j.label) or j.kind == "semantic"]
     lever_a = [j for j in warm.plan("smoke", ["04"]) if j.label == "synthetic lever A"]
+    # the default's evaluation and its Stage I neighbours decodings (phase 2, then 3)
+    jobs += [j for j in warm.plan("smoke", ["04"]) if j.kind in ("eval", "neighbours") and "default" in j.label]
     alpharec = [j for j in warm.plan("smoke", ["11"]) if j.model == "AlphaRec"]
     assert len(lever_a) == 1 and len(alpharec) == 1
     jobs += alpharec  # a baseline: cached() must find it under the key overall.run uses
     built = warm.warm(jobs + lever_a, n_jobs=2, log=lambda s: None)
     assert all(j.cached() for j in jobs + lever_a)
+    assert "synthetic default, Stage I neighbours at decoding" in built
     assert set(built) <= {j.label for j in jobs + lever_a}
     assert (artefact_root() / "stage2" / dict(lever_a[0].outputs)["stage2"]).is_dir()
 

@@ -105,6 +105,15 @@ def _key(cfg: C.RunConfig, lam: tuple[float, float]) -> dict[str, Any]:
             "neighbours_code": C.module_hash("neighbours")}
 
 
+def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
+    """The key the current code computes for a recorded ``eval_neighbours`` key (what
+    ``python -m ungerlib.reproduce --check`` compares): same settings, seed and lambda."""
+    lam = key.get("neighbour_lambda")
+    if not isinstance(lam, list) or len(lam) != 2:
+        raise ValueError(f"an eval_neighbours key must hold neighbour_lambda [first, below], got {lam!r}")
+    return _key(C.config_from_key(key, profile), (float(lam[0]), float(lam[1])))
+
+
 def evaluate_neighbours(cfg: C.RunConfig, lam: tuple[float, float], force: bool = False) -> dict[str, Any]:
     """As ``stage2.evaluate_stage2`` (beam ``cfg.eval.beam``, valid and test, both rankings, rankings
     saved) for ``cfg``'s cached Stage II model decoded by :class:`NeighbourDecoder` with ``lam``;
@@ -137,6 +146,13 @@ def tune(cfg: C.RunConfig, grid: tuple[tuple[float, float], ...] = GRID) -> tupl
     return best, table
 
 
+def selected(cfg: C.RunConfig, grid: tuple[tuple[float, float], ...] = GRID) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The lambda :func:`tune` selects on validation and its evaluation (``evaluate_neighbours``:
+    metrics of every split and ranking, and the ``path`` of the saved rankings)."""
+    lam, _ = tune(cfg, grid)
+    return lam, evaluate_neighbours(cfg, lam)
+
+
 def _lam(text: str) -> tuple[float, float]:
     try:
         a, b = (float(x) for x in text.split(","))
@@ -151,7 +167,7 @@ def _main(a: argparse.Namespace) -> None:
     best, table = tune(cfg, tuple(a.grid))
     print(f"{cfg.data.dataset}: validation by lambda (beam {cfg.eval.beam})")
     print(table.round(4).to_string())
-    res = evaluate_neighbours(cfg, best)
+    _, res = selected(cfg, tuple(a.grid))
     print(f"selected lambda = {best}; test: " + "; ".join(
         f"{tag} " + " ".join(f"{m}={v:.4f}" for m, v in res[tag].items()) for tag in ("test_all", "test_excl"))
           + f" -> {res['path']}")

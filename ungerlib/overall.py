@@ -10,7 +10,9 @@ Rows and where they come from:
 * **references**: popularity and the cosine kNN from the user's last item on the Stage I embeddings
   that are quantised (what notebook 04 computes), so a reader sees how far each model is above them.
 * **cited**: the paper's Table 3 rows (:data:`ungerlib.report.PAPER_TABLE3`), other protocols.
-* **UNGER**: ``stage2.evaluate_stage2(cfg)``.
+* **UNGER (ours)**: the profile's Stage II decoded with the Stage I neighbours term, lambda chosen on
+  validation (:func:`ungerlib.neighbours.selected`; beyond the paper), and beside it the same model
+  decoded by the paper's plain beam (``stage2.evaluate_stage2(cfg)``).
 
 Run one model's grid from the command line (what the ``cpu`` profile's baseline jobs do):
 
@@ -32,6 +34,10 @@ METRICS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
 RERUN = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "AlphaRec")
 BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
 REFERENCES = ("popularity", "kNN (last item, Stage I)")
+# Our row is Stage II decoded with the Stage I neighbours term (ungerlib.neighbours, lambda selected on
+# validation; beyond the paper); the paper's plain beam over the same model is shown beside it.
+OURS = "UNGER (ours)"
+PLAIN = "UNGER, plain beam (paper's decoding)"
 DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
 CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
 # the adapter module whose code hash keys each rerun model's artefacts, and the stages it also reads
@@ -196,13 +202,25 @@ def reference_rankings(cfg: C.RunConfig) -> dict[str, dict[str, np.ndarray]]:
 
 
 def unger_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
-    """UNGER's per-user top-20 rankings from :func:`ungerlib.stage2.evaluate_stage2` (cached artefact)."""
-    from pathlib import Path
-
+    """Stage II's per-user top-20 rankings under the paper's plain beam
+    (:func:`ungerlib.stage2.evaluate_stage2`, cached artefact)."""
     from .stage2 import evaluate_stage2
 
-    path = Path(evaluate_stage2(cfg)["path"])
-    return {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
+    return _load_rankings(evaluate_stage2(cfg)["path"])
+
+
+def neighbour_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
+    """Stage II's per-user top-20 rankings decoded with the Stage I neighbours term, lambda selected on
+    validation (:func:`ungerlib.neighbours.selected`, cached artefacts)."""
+    from .neighbours import selected
+
+    return _load_rankings(selected(cfg)[1]["path"])
+
+
+def _load_rankings(path: str) -> dict[str, np.ndarray]:
+    from pathlib import Path
+
+    return {tag: np.load(Path(path) / f"{tag}.npy") for tag in TAGS}
 
 
 @dataclass
@@ -219,7 +237,8 @@ class Overall:
 def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True,
             with_discrec: bool = False) -> Overall:
     """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings
-    (and, with ``with_discrec``, the DiscRec-style Stage II variant's, :mod:`ungerlib.discrec`)."""
+    (:data:`OURS` and :data:`PLAIN`; and, with ``with_discrec``, the DiscRec-style Stage II variant's,
+    :mod:`ungerlib.discrec`)."""
     from .data import get_splits
 
     _, splits = get_splits(cfg)
@@ -227,14 +246,12 @@ def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_
     rows: dict[str, dict[str, np.ndarray]] = {m: {t: t_.best.rankings(t) for t in TAGS} for m, t_ in tuned.items()}
     rows.update(reference_rankings(cfg))
     if with_unger:
-        rows["UNGER (ours)"] = unger_rankings(cfg)
+        rows[OURS] = neighbour_rankings(cfg)
+        rows[PLAIN] = unger_rankings(cfg)
     if with_discrec:
-        from pathlib import Path
-
         from .discrec import evaluate_discrec
 
-        path = Path(evaluate_discrec(cfg)["path"])
-        rows[DISCREC] = {tag: np.load(path / f"{tag}.npy") for tag in TAGS}
+        rows[DISCREC] = _load_rankings(evaluate_discrec(cfg)["path"])
     return Overall(cfg.data.dataset, rows, tuned, {"valid": splits.valid.target, "test": splits.test.target})
 
 
@@ -248,6 +265,8 @@ def kind(row: str) -> str:
         return "reference"
     if row == DISCREC:
         return "ours, variant beyond the paper"
+    if row == PLAIN:
+        return "ours, paper's decoding"
     if row.startswith("UNGER"):
         return "ours"
     return "cited (paper)"
@@ -352,7 +371,7 @@ def significance(res: Overall, metrics: tuple[str, ...] = ("recall@10", "ndcg@10
     from .metrics import per_user, rank_metrics
     from .significance import paired_test
 
-    ours = "UNGER (ours)"
+    ours = OURS
     if ours not in res.rows:
         raise BaselineError("significance needs UNGER's rankings (overall(..., with_unger=True))")
     rerun = [m for m in res.rows if m in RERUN]

@@ -214,7 +214,7 @@ OUTPUT_SUFFIXES = (".csv", ".md", ".png")
 # Artefact kinds built outside the pipeline stages: the function that recomputes a recorded key under
 # the current code ("module:function", called with the key, and the kind where it serves several).
 EXTERNAL_KINDS = {"baseline": "overall:current_key", "stage2_discrec": "discrec:current_key",
-                  "eval_discrec": "discrec:current_key"}
+                  "eval_discrec": "discrec:current_key", "eval_neighbours": "neighbours:current_key"}
 
 
 def _external_key(kind: str, key: dict[str, Any], profile: str) -> dict[str, Any]:

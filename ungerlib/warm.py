@@ -32,14 +32,15 @@ from .store import artefact_root, config_hash
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
 
 
-PHASE = {"semantic": 0, "inputs": 1}  # every other kind: phase 2
+# every other kind: phase 2; the neighbours decodings read the default Stage II model an eval job trains
+PHASE = {"semantic": 0, "inputs": 1, "neighbours": 3}
 # the store folders a job of each kind fills (discrec and baseline: below)
 STORES = {"semantic": ("semantic",), "inputs": ("stage1", "codes"), "train": ("stage2",), "eval": ("stage2", "eval")}
 
 
 @dataclass(frozen=True)
 class Job:
-    """One run to build: ``kind`` (semantic, inputs, train, eval, discrec, baseline), its config, for
+    """One run to build: ``kind`` (semantic, inputs, train, eval, neighbours, discrec, baseline), its config, for
     a baseline its model and grid parameters, and ``outputs``, the (store folder, key hash) of every
     artefact it builds. Two jobs are the same run exactly when kind and outputs agree."""
 
@@ -69,6 +70,10 @@ def _outputs(kind: str, cfg: C.RunConfig, model: str, params: dict[str, Any]) ->
         from .discrec import _key
 
         return tuple((f"{k}_discrec", config_hash(_key(cfg, k))) for k in ("stage2", "eval"))
+    if kind == "neighbours":  # every lambda of the grid but (0, 0), which is the eval job's own
+        from . import neighbours
+
+        return tuple(("eval_neighbours", config_hash(neighbours._key(cfg, lam))) for lam in neighbours.GRID if any(lam))
     return tuple((k, config_hash(C.artefact_key(cfg, k))) for k in STORES[kind])
 
 
@@ -92,6 +97,8 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     jobs: list[Job] = []
     for n, cfg in cfgs.items():  # every notebook reads the default chain
         jobs.append(_job("eval" if {"04", "11"} & set(nbs) else "inputs", cfg, f"{n} default"))
+        if {"04", "11"} & set(nbs):  # our UNGER row: the default decoded with the Stage I neighbours
+            jobs.append(_job("neighbours", cfg, f"{n} default, Stage I neighbours at decoding"))
     if "04" in nbs:
         first = names[0]
         jobs += [_job("train", levers.lever_config(cfgs[first], r), f"{first} lever {r[:1]}") for r in
@@ -149,6 +156,10 @@ def build(job: Job) -> float:
 
         run_stage2(job.cfg, progress=False)
         evaluate_stage2(job.cfg)
+    elif job.kind == "neighbours":
+        from .neighbours import tune
+
+        tune(job.cfg)
     elif job.kind == "discrec":
         from .discrec import evaluate_discrec, run_discrec
 
