@@ -3,26 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from ungerlib import codes, config, neighbours
+from ungerlib import neighbours
 from ungerlib.beam import recommend
 
 
-@pytest.fixture(scope="module")
-def small():
-    from ungerlib.stage2 import UNGER
-
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(60, 8)).astype(np.float32)
-    table = codes.hierarchical_kmeans(emb, K=4, seed=0)
-    torch.manual_seed(0)
-    model = UNGER(table, 8, config.profile("smoke").stage2, max_hist=6, init=emb).eval()
-    hist = rng.integers(0, len(table), size=(40, 6))
-    return table, model, hist, emb
-
-
-def test_each_childs_score_moves_by_lambda_times_the_cosine(small):
+def test_each_childs_score_moves_by_lambda_times_the_cosine(small_unger):
     """Eq. of the module docstring, checked against a cosine computed here from the raw embeddings."""
-    table, model, hist, emb = small
+    table, model, hist, emb = small_unger
     dec = neighbours.NeighbourDecoder(model, emb, (2.0, 3.0))
     h = torch.from_numpy(hist[:5])
     with torch.no_grad():
@@ -51,8 +38,8 @@ def test_each_childs_score_moves_by_lambda_times_the_cosine(small):
             assert (nxt1 - nxt0)[r, t].item() == pytest.approx(want, abs=1e-5)
 
 
-def test_zero_lambda_is_the_model_and_a_large_one_recovers_the_nearest_neighbour(small):
-    table, model, hist, emb = small
+def test_zero_lambda_is_the_model_and_a_large_one_recovers_the_nearest_neighbour(small_unger):
+    table, model, hist, emb = small_unger
     n = len(table)
     with torch.no_grad():
         plain, _ = recommend(model, hist, table, beam=n, topk=n)
@@ -77,8 +64,8 @@ def test_zero_lambda_is_the_model_and_a_large_one_recovers_the_nearest_neighbour
     assert (plain[:, 0] == sim.argmax(1)).mean() < (knn[:, 0] == sim.argmax(1)).mean()
 
 
-def test_bad_input_is_named(small):
-    table, model, _, emb = small
+def test_bad_input_is_named(small_unger):
+    table, model, _, emb = small_unger
     with pytest.raises(ValueError, match="non-negative"):
         neighbours.NeighbourDecoder(model, emb, (-1.0, 2.0))
     with pytest.raises(ValueError, match="finite"):

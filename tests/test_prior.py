@@ -3,24 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from ungerlib import codes, config, prior
+from ungerlib import config, prior
 from ungerlib.beam import recommend
 from ungerlib.stage2 import UNGER
 
 
-@pytest.fixture(scope="module")
-def small():
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(60, 8)).astype(np.float32)
-    table = codes.hierarchical_kmeans(emb, K=4, seed=0)
-    torch.manual_seed(0)
-    model = UNGER(table, 8, config.profile("smoke").stage2, max_hist=6, init=emb).eval()
-    hist = rng.integers(0, len(table), size=(40, 6))
-    return table, model, hist
-
-
-def test_log_prior_is_a_distribution_over_each_parents_children(small):
-    table, _, _ = small
+def test_log_prior_is_a_distribution_over_each_parents_children(small_unger):
+    table, _, _, _ = small_unger
     counts = np.arange(len(table)) % 7
     lp = prior.node_log_prior(table, counts)
     assert lp[0] == 0 and np.isfinite(lp).all()
@@ -35,8 +24,8 @@ def test_log_prior_is_a_distribution_over_each_parents_children(small):
     assert lp[leaf] == lp[kids].max()
 
 
-def test_adjustment_shifts_each_childs_logit_and_demotes_a_popular_item(small):
-    table, model, hist = small
+def test_adjustment_shifts_each_childs_logit_and_demotes_a_popular_item(small_unger):
+    table, model, hist, _ = small_unger
     counts = np.ones(len(table))
     with torch.no_grad():
         plain, _ = recommend(model, hist, table, beam=len(table), topk=len(table))
@@ -63,8 +52,8 @@ def test_adjustment_shifts_each_childs_logit_and_demotes_a_popular_item(small):
     assert not torch.equal(model.node_bias, shifted.node_bias)
 
 
-def test_bad_input_is_named(small):
-    table, model, _ = small
+def test_bad_input_is_named(small_unger):
+    table, model, _, _ = small_unger
     with pytest.raises(ValueError, match="one per item"):
         prior.node_log_prior(table, np.ones(3))
     with pytest.raises(ValueError, match="non-negative"):
