@@ -37,14 +37,14 @@ def test_bad_arguments_are_named():
 def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
     jobs = [j for j in warm.plan("smoke", ["04"]) if (j.phase < 2 and "default" in j.label) or j.kind == "semantic"]
     lever_a = [j for j in warm.plan("smoke", ["04"]) if j.label == "synthetic lever A"]
-    # the default's evaluation and its Stage I neighbours decodings (phase 2, then 3)
-    jobs += [j for j in warm.plan("smoke", ["04"]) if j.kind in ("eval", "neighbours") and "default" in j.label]
+    # Stage I neighbours decodings (phase 3) of lever A's model, which the same call trains (phase 2)
+    jobs.append(warm._job("neighbours", lever_a[0].cfg, "synthetic lever A, Stage I neighbours at decoding"))
     alpharec = [j for j in warm.plan("smoke", ["11"]) if j.model == "AlphaRec"]
     assert len(lever_a) == 1 and len(alpharec) == 1
     jobs += alpharec  # a baseline: cached() must find it under the key overall.run uses
     built = warm.warm(jobs + lever_a, n_jobs=2, log=lambda s: None)
     assert all(j.cached() for j in jobs + lever_a)
-    assert "synthetic default, Stage I neighbours at decoding" in built
+    assert "synthetic lever A, Stage I neighbours at decoding" in built
     assert set(built) <= {j.label for j in jobs + lever_a}
     assert (artefact_root() / "stage2" / dict(lever_a[0].outputs)["stage2"]).is_dir()
 
