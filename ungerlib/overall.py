@@ -371,8 +371,7 @@ def significance(res: Overall, metrics: tuple[str, ...] = ("recall@10", "ndcg@10
     from .metrics import per_user, rank_metrics
     from .significance import paired_test
 
-    ours = OURS
-    if ours not in res.rows:
+    if OURS not in res.rows:
         raise BaselineError("significance needs UNGER's rankings (overall(..., with_unger=True))")
     rerun = [m for m in res.rows if m in RERUN]
     if not rerun:
@@ -380,7 +379,7 @@ def significance(res: Overall, metrics: tuple[str, ...] = ("recall@10", "ndcg@10
     out = []
     for ranking in ("all", "excl"):
         best = max(rerun, key=lambda m: rank_metrics(res.rows[m][f"valid_{ranking}"], res.targets["valid"])[SELECT])
-        a = per_user(res.rows[ours][f"test_{ranking}"], res.targets["test"])
+        a = per_user(res.rows[OURS][f"test_{ranking}"], res.targets["test"])
         b = per_user(res.rows[best][f"test_{ranking}"], res.targets["test"])
         for m in metrics:
             t = paired_test(a[m], b[m])
