@@ -44,3 +44,11 @@ def test_adopted_row_at_full_budget_is_the_profile_default_run(profile):
     full = [levers.lever_config(cfg, r, levers.FULL) for r in levers.CONFIRM]
     assert len({key(c) for c in full}) == len(levers.CONFIRM)
     assert all(c.stage2.epochs == cfg.stage2.epochs for c in full)
+
+
+def test_screening_top_row_is_confirmed_only_where_it_was_screened():
+    """The screening's best row is trained at the full budget on the data set it was screened on (the
+    first), and nowhere else; with the smoke profile's two screened rows nothing is added."""
+    assert levers.SCREEN_TOP in levers.STAGE2_LEVERS and levers.SCREEN_TOP not in levers.CONFIRM
+    assert levers.confirm_rows(list(levers.STAGE2_LEVERS)) == [*levers.CONFIRM, levers.SCREEN_TOP]
+    assert levers.confirm_rows(None) == levers.confirm_rows([levers.LITERAL, levers.SCREEN_BEST]) == list(levers.CONFIRM)
