@@ -25,6 +25,10 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
     # every lever row at the screening budget is planned on the first data set
     assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(levers.STAGE2_LEVERS)
+    # and at the full budget the confirmed rows, the screening's best row on the first data set only
+    full = sorted(j.label for j in warm.plan("cpu", ["04"]) if "full-budget" in j.label)
+    assert full == sorted([f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")
+                           for r in levers.CONFIRM if r != levers.ADOPTED] + ["Beauty full-budget M"])
     assert len([j for j in jobs if j.kind == "semantic"]) == 1
 
 
