@@ -45,8 +45,7 @@ from ungerlib import config, data, levers, report, stage2, targets
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
-if lever_rows is None:
-    lever_rows = list(levers.STAGE2_LEVERS) if profile != "smoke" else [levers.LITERAL, levers.SCREEN_BEST]
+lever_rows = levers.screened_rows(profile) if lever_rows is None else list(lever_rows)
 first = names[0]
 default_confirm = confirm_rows is None
 confirm_rows = {n: levers.confirm_rows(lever_rows if n == first else None) if default_confirm else list(confirm_rows)
@@ -72,11 +71,11 @@ lever_table
 # %%
 best_row = lever_table["ndcg@20"].idxmax()
 tied = [short(r) for r in lever_table.index
-        if r != best_row and lever_table.loc[r, "ndcg@20"] >= lever_table["ndcg@20"].max() - 0.0013]
+        if r != best_row and lever_table.loc[r, "ndcg@20"] >= lever_table["ndcg@20"].max() - levers.NOISE]
 gain = lever_table.loc[levers.SCREEN_BEST, "ndcg@20"] / lever_table.loc[levers.LITERAL, "ndcg@20"] - 1
 display(Markdown(
     f"At the screening budget the best row on {first} by validation NDCG@20 is **{short(best_row)}** "
-    f"({lever_table.loc[best_row, 'ndcg@20']:.4f}); within about 0.0013 of it (one standard error of a "
+    f"({lever_table.loc[best_row, 'ndcg@20']:.4f}); within {levers.NOISE} of it (one standard error of a "
     f"validation NDCG@20): {', '.join(tied) or 'no other row'}. Row **{short(levers.SCREEN_BEST)}**, the "
     f"screening winner among rows A-I by the selection rule (`levers.py`), which rows G-O vary, is "
     f"{gain:+.1%} over the paper-literal row A. The rows trained again at the full budget below decide."))

@@ -68,6 +68,8 @@ STAGE2_LEVERS: dict[str, dict[str, Any]] = {
 # about seven standard errors) and on Toys (0.0730 against 0.0546), so J is adopted (README "Stage II
 # levers"; the measurements are in docs/experiments/stage2_weight_decay.md until the full regeneration).
 LITERAL = next(iter(STAGE2_LEVERS))
+# One standard error of a Beauty validation NDCG@20 (the selection rule's noise: rows this close are tied).
+NOISE = 0.0013
 SCREEN_BEST = "E = C + item embedding in the history (code sum + item)"
 ADOPTED = "J = E with weight decay 3e-4 (Adam L2)"
 # The screening budget of every row: a full cosine schedule over few epochs, length-bucketed batches.
@@ -89,11 +91,15 @@ CONFIRM = (LITERAL, SCREEN_BEST, ADOPTED)
 SCREEN_TOP = "M = J with the tables' L2 only when a row is used"
 
 
+def screened_rows(profile: str) -> list[str]:
+    """The rows notebook 04 screens on its first data set: every row (smoke: A and E, to stay quick)."""
+    return list(STAGE2_LEVERS) if profile != "smoke" else [LITERAL, SCREEN_BEST]
+
+
 def confirm_rows(screened: list[str] | None = None) -> list[str]:
     """The rows trained again at the full budget on a data set: :data:`CONFIRM`, plus :data:`SCREEN_TOP`
     where it was screened (``screened``: the rows screened on that data set; None on the others)."""
-    extra = [SCREEN_TOP] if screened and SCREEN_TOP in screened and SCREEN_TOP not in CONFIRM else []
-    return [*CONFIRM, *extra]
+    return [*CONFIRM, *([SCREEN_TOP] if SCREEN_TOP in (screened or ()) else [])]
 
 
 def lever_config(cfg: C.RunConfig, row: str, budget: dict[str, Any] | None = None) -> C.RunConfig:

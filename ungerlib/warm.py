@@ -101,7 +101,7 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             jobs.append(_job("neighbours", cfg, f"{n} default, Stage I neighbours at decoding"))
     if "04" in nbs:
         first = names[0]
-        screened = list(levers.STAGE2_LEVERS) if profile != "smoke" else [levers.LITERAL, levers.SCREEN_BEST]
+        screened = levers.screened_rows(profile)
         jobs += [_job("train", levers.lever_config(cfgs[first], r), f"{first} lever {r[:1]}") for r in screened]
         jobs += [_job("train", levers.lever_config(c, r, levers.FULL), f"{n} full-budget {r[:1]}")
                  for n, c in cfgs.items() for r in levers.confirm_rows(screened if n == first else None)]
