@@ -36,7 +36,7 @@ lever_rows = None  # None: every row of levers.STAGE2_LEVERS on the first data s
 confirm_rows = None  # rows trained again at the full budget on every data set; None: levers.confirm_rows
 # (levers.CONFIRM everywhere, and on the first data set the screening's best row, levers.SCREEN_TOP)
 sasrec = None  # data sets with the same-split SASRec reference (softmax loss, tuned on validation;
-# ungerlib.overall); None: the first, where the target is set (notebook 11 trains it on every data set)
+# ungerlib.overall, the run notebook 11 shows); None: every data set
 
 # %%
 import pandas as pd
@@ -50,7 +50,7 @@ first = names[0]
 default_confirm = confirm_rows is None
 confirm_rows = {n: levers.confirm_rows(lever_rows if n == first else None) if default_confirm else list(confirm_rows)
                 for n in names}
-sasrec = names[:1] if sasrec is None else list(sasrec)
+sasrec = names if sasrec is None else list(sasrec)
 short = lambda row: row[:2].strip()  # "A", "E", ...
 
 # %% [markdown]
