@@ -42,6 +42,7 @@ discrec = True  # also train our Stage II with DiscRec's gated encoder (ungerlib
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 from ungerlib import config, overall, report
 
 names = report.profile_datasets(profile, datasets)
@@ -59,6 +60,12 @@ t3 = overall.table3(results)
 report.save_table(t3, "table3_overall", list(cfgs.values()))
 marked = overall.mark_best(t3)
 report.save_table(marked, "table3_overall_marked", list(cfgs.values()))
+ours_cells = marked.xs(overall.OURS, level="model")[["recall@10", "recall@20", "ndcg@10", "ndcg@20"]]
+ours_best = ours_cells.map(lambda v: v.startswith("**"))
+display(Markdown(f"`{overall.OURS}` is the best row in {int(ours_best.values.sum())} of {ours_best.size} "
+                 "(data set, ranking, metric) cells" + ("; not in: " + ", ".join(
+                     f"{n} {r} {m}" for (n, r), row in ours_best.iterrows() for m, b in row.items() if not b)
+                     if not ours_best.values.all() else "") + "."))
 marked
 
 # %% [markdown]
@@ -93,6 +100,10 @@ tm
 # %%
 sig = pd.concat([overall.significance(r) for r in results])
 report.save_table(sig, "table3_significance", list(cfgs.values()))
+better = sig["UNGER better, p < 0.05"]
+display(Markdown(f"UNGER is significantly above the best rerun baseline in {int(better.sum())} of {len(better)} "
+                 "(data set, ranking, metric) tests" + ("; not in: " + ", ".join(
+                     " ".join(map(str, i)) for i in sig.index[~better]) if not better.all() else "") + "."))
 sig
 
 # %%
