@@ -60,7 +60,7 @@ t3 = overall.table3(results)
 report.save_table(t3, "table3_overall", list(cfgs.values()))
 marked = overall.mark_best(t3)
 report.save_table(marked, "table3_overall_marked", list(cfgs.values()))
-ours_cells = marked.xs(overall.OURS, level="model")[["recall@10", "recall@20", "ndcg@10", "ndcg@20"]]
+ours_cells = marked.xs(overall.OURS, level="model")[overall.METRICS]
 ours_best = ours_cells.map(lambda v: v.startswith("**"))
 display(Markdown(f"`{overall.OURS}` is the best row in {int(ours_best.values.sum())} of {ours_best.size} "
                  "(data set, ranking, metric) cells" + ("; not in: " + ", ".join(
