@@ -33,6 +33,6 @@ def small_unger():
     emb = rng.normal(size=(60, 8)).astype(np.float32)
     table = codes.hierarchical_kmeans(emb, K=4, seed=0)
     torch.manual_seed(0)
-    model = UNGER(table, 8, config.profile("smoke").stage2, max_hist=6, init=emb).eval()
+    model = UNGER(table, 8, config.profile("smoke").stage2, max_hist=6).eval()
     hist = rng.integers(0, len(table), size=(40, 6))
     return table, model, hist, emb

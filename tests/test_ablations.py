@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ungerlib import ablations as A
+from ungerlib import artefacts, ablations as A
 from ungerlib import config, data, stage2
 
 # Stage II settings the lead may adopt as the profiles' default (issue 11): the row identities must
 # not depend on the default.
-LEVERS = {"history_tokens": "both", "decoder_tokens": "node", "valid_children": True, "init": "stage1"}
+LEVERS = {"history_tokens": "codes", "decoder_tokens": "level", "valid_children": False, "weight_decay": 0.0}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
@@ -33,9 +33,9 @@ def test_equal_rows_are_one_config_and_one_artefact(profile, stage2_default):
     assert (p["same_run_as"] == "").sum() == 9
     assert p.loc[("cka_ikd", cfg.seed), "same_run_as"] == "ours" and p.loc[("none", cfg.seed), "same_run_as"] == "concat"
     # every stage up to the codes is shared where the rows say so: cka trains the same Stage I and codes as ours
-    assert config.artefact_key(config.variant(cfg, "cka"), "codes") == config.artefact_key(ours, "codes")
-    assert config.artefact_key(config.variant(cfg, "concat"), "stage1") == \
-        config.artefact_key(config.variant(cfg, "collaborative_only"), "stage1")  # both DIN alone
+    assert artefacts.key("codes", config.variant(cfg, "cka")) == artefacts.key("codes", ours)
+    assert artefacts.key("stage1", config.variant(cfg, "concat")) == \
+        artefacts.key("stage1", config.variant(cfg, "collaborative_only"))  # both DIN alone
 
 
 def test_cpu_k_rows_are_the_papers():

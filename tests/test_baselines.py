@@ -90,10 +90,10 @@ def test_cached_run_is_keyed_by_params_and_seed(smoke):
         calls.append(1)
         return B.rank_splits(lambda h: np.tile(np.arange(splits.n_items, 0, -1.0), (len(h), 1)), splits), [], {}
 
-    a = B.cached_run(smoke, "toy", {"x": 1}, "baselines", train, splits)
-    b = B.cached_run(smoke, "toy", {"x": 1}, "baselines", train, splits)
-    c = B.cached_run(smoke, "toy", {"x": 2}, "baselines", train, splits)
-    d = B.cached_run(smoke.replace(seed=1), "toy", {"x": 1}, "baselines", train, splits)
+    a = B.cached_run(smoke, "SASRec", {"x": 1}, train, splits)
+    b = B.cached_run(smoke, "SASRec", {"x": 1}, train, splits)
+    c = B.cached_run(smoke, "SASRec", {"x": 2}, train, splits)
+    d = B.cached_run(smoke.replace(seed=1), "SASRec", {"x": 1}, train, splits)
     assert len(calls) == 3 and a.path == b.path and len({a.path, c.path, d.path}) == 3
     assert np.array_equal(a.rankings("test_all")[0], np.arange(20))
     assert a.metrics["test_all"] == rank_metrics(a.rankings("test_all"), splits.test.target)

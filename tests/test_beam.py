@@ -12,11 +12,8 @@ VARIANTS = {
     "level": {},
     "level, valid children": {"valid_children": True},
     "node, item history": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "item"},
-    "node, both, stage1 init": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both",
-                                "init": "stage1"},
-    "node, both, Stage I base under nodes": {"decoder_tokens": "node", "valid_children": True,
-                                             "history_tokens": "both", "stage1_base": "nodes"},
-    "level, codes, Stage I base under history": {"stage1_base": "history"},
+    "node, both": {"decoder_tokens": "node", "valid_children": True, "history_tokens": "both"},
+    "level, both": {"history_tokens": "both"},
 }
 
 
@@ -73,12 +70,7 @@ def setup(request, base):
     torch.manual_seed(0)
     s2 = config.profile("smoke").stage2
     s2 = config.from_dict(config.Stage2Config, {**config.to_dict(s2), **VARIANTS[request.param]})
-    model = UNGER(table, emb.shape[1], s2, max_hist=6, init=emb).eval()
-    if s2.stage1_base != "none":  # as after training: a free table and a map that are not zero
-        with torch.no_grad():
-            model.base_map.normal_(0, 0.1)
-            if s2.stage1_base == "nodes":
-                model.node_emb.normal_(0, 0.1)
+    model = UNGER(table, emb.shape[1], s2, max_hist=6).eval()
     return model, table, hist
 
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from ungerlib import cli, config, pipeline, reproduce, store
+from ungerlib import artefacts, cli, config, pipeline, reproduce, store
 from ungerlib.data import BUNDLED_ROOT
 
 
@@ -24,7 +24,8 @@ def _one_line_error(capsys, rc, *needles):
     (["--set", "stage1.epochs=\"3\""], ["stage1.epochs must be an integer, got '3'"]),
     (["--set", "codes.method=kmeans"], ["codes.method must be one of", "'kmeans'"]),
     (["--set", "stage2.batch_size=0"], ["stage2.batch_size must be positive"]),
-    (["--set", "stage1.lr=-1"], ["stage1.lr must be positive"]),
+    (["--set", "stage1.lr=-1"], ["stage1.lr must lie in (0, 1]"]),
+    (["--set", "stage2.lr=1e9"], ["stage2.lr must lie in (0, 1]", "1000000000.0"]),
     (["--set", "epochs=3"], ["did you mean stage1.epochs or stage2.epochs"]),
     (["--dataset", "Movies"], ["no data set 'Movies'", "known: Beauty, Sports, Toys, synthetic"]),
     (["--rows", "ours2"], ["unknown paper row 'ours2'"]),
@@ -51,7 +52,7 @@ def test_pipeline_smoke_defaults_to_synthetic_data_and_corrupt_checkpoint_is_one
     monkeypatch.setenv("UNGER_ARTEFACTS", str(tmp_path))
     cfg = config.profile("smoke")
     assert pipeline.parser().parse_args(["--profile", "smoke"]).dataset is None  # -> the profile's own
-    work = tmp_path / "stage1" / (store.config_hash(config.artefact_key(cfg, "stage1")) + ".work")
+    work = store.work_dir("stage1", artefacts.key("stage1", cfg))
     work.mkdir(parents=True)
     (work / "stage1.pt").write_bytes(b"PK\x03\x04 not a zip")
     rc = pipeline.main(["--profile", "smoke", "--no-stage2"])

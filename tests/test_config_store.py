@@ -1,9 +1,10 @@
+import dataclasses
 import json
 import os
 
 import pytest
 
-from ungerlib import config, store
+from ungerlib import artefacts, config, store
 from ungerlib.config import ConfigError
 
 
@@ -36,13 +37,13 @@ def test_upstream_keys_change_only_downstream():
     cfg = config.profile("smoke")
     beam = cfg.replace(eval={"beam": 99})
     alpha = cfg.replace(stage1={"alpha": 0.5})
-    h = lambda c, s: store.config_hash(config.upstream(c, s))
+    h = lambda c, s: store.config_hash(artefacts.key(s, c))
     assert h(cfg, "stage2") == h(beam, "stage2") and h(cfg, "eval") != h(beam, "eval")
     assert h(cfg, "semantic") == h(alpha, "semantic") and h(cfg, "stage1") != h(alpha, "stage1")
     assert h(cfg, "codes") != h(alpha, "codes")
     assert h(cfg, "stage1") != h(cfg.replace(seed=1), "stage1")
     # the data folder's location is not part of the key, its content is
-    assert "root" not in config.upstream(cfg, "data")["data"] and "data_hash" in config.upstream(cfg, "data")
+    assert "root" not in artefacts.key("data", cfg)["data"] and "data_hash" in artefacts.key("data", cfg)
 
 
 def test_cached_builds_once_atomically_and_records_provenance(tmp_path):
@@ -86,49 +87,77 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     assert os.listdir(tmp_path) == ["a.json"]
 
 
-def test_code_changes_change_the_key(monkeypatch):
+def test_a_version_bump_re_keys_its_kind_and_everything_downstream_only(monkeypatch):
     cfg = config.profile("smoke")
-    before = {s: config.upstream(cfg, s)["code_hash"] for s in config.STAGES}
-    real = config.source_hash
-    monkeypatch.setattr(config, "source_hash", lambda stage: real(stage) + ("x" if stage != "data" else ""))
-    after = {s: config.upstream(cfg, s)["code_hash"] for s in config.STAGES}
-    assert before["data"] == after["data"] and before["stage2"] != after["stage2"]
-    # a stage's hash covers every module upstream of it
-    assert real("stage2") != real("codes") != real("stage1")
+    kinds = ["semantic", "stage1", "codes", "stage2", "eval", "eval_neighbours", "stage2_discrec",
+             "baseline.SASRec", "baseline.TIGER"]
+    extra = {"eval_neighbours": {"neighbour_lambda": [2.0, 5.0]}, "baseline.SASRec": {"params": {"d": 1}},
+             "baseline.TIGER": {"params": {}}}
+    before = {k: artefacts.key_hash(k, cfg, **extra.get(k, {})) for k in kinds}
+    monkeypatch.setitem(artefacts.KINDS, "codes", dataclasses.replace(artefacts.KINDS["codes"], version=2))
+    after = {k: artefacts.key_hash(k, cfg, **extra.get(k, {})) for k in kinds}
+    moved = {k for k in kinds if before[k] != after[k]}
+    assert moved == {"codes", "stage2", "eval", "eval_neighbours", "stage2_discrec"}
 
 
-def _edited(monkeypatch, module: str, text: str) -> None:
-    real = config._source
-    monkeypatch.setattr(config, "_source", lambda m: real(m) + (text if m == module else ""))
-
-
-@pytest.mark.parametrize("module", ["beam", "metrics", "train"])
-def test_editing_a_module_the_stage2_code_reaches_changes_its_key(monkeypatch, module):
-    """beam.py and metrics.py pick Stage II's best epoch, train.py runs it: all are in its key."""
+def test_keys_hold_no_code_and_do_not_move_when_a_module_is_edited(monkeypatch):
+    """Code is not in a key (a refactor retrains nothing); its hash goes to provenance instead."""
     cfg = config.profile("smoke")
-    before = store.config_hash(config.artefact_key(cfg, "stage2"))
-    _edited(monkeypatch, module, "\nBEAM_WIDTH_FUDGE = 2\n")
-    assert store.config_hash(config.artefact_key(cfg, "stage2")) != before
+    before = {k: artefacts.key_hash(k, cfg) for k in ("stage1", "codes", "stage2", "eval")}
+    code = artefacts.code_hash("stage2")
+    real = artefacts._module_path
+    monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), "\nEDITED = 1\n" if m == "beam" else ""))
+    assert {k: artefacts.key_hash(k, cfg) for k in before} == before
+    assert artefacts.code_hash("stage2") != code
+    assert {"beam", "metrics", "train"} <= set(artefacts.closure("stage2"))
 
 
-def test_docstrings_comments_and_neutral_modules_do_not_change_keys(monkeypatch):
-    cfg = config.profile("smoke")
-    before = {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
-    _edited(monkeypatch, "beam", "\n# a comment\n\n\ndef f():\n    \"\"\"A docstring.\"\"\"\n")
-    after_doc = {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
-    monkeypatch.undo()
-    _edited(monkeypatch, "beam", "\ndef f():\n    pass\n")  # the same function, no docstring
-    assert after_doc == {k: store.config_hash(config.artefact_key(cfg, k)) for k in ("stage1", "stage2")}
+def test_code_hash_covers_the_closure_and_ignores_docstrings_comments_and_neutral_modules(monkeypatch):
+    before = {m: artefacts.code_hash(m) for m in ("stage1", "stage2")}
+    real = artefacts._module_path
+
+    def edit(text):
+        monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), text if m == "beam" else ""))
+
+    edit("\n# a comment\n\n\ndef f():\n    \"\"\"A docstring.\"\"\"\n")
+    after_doc = {m: artefacts.code_hash(m) for m in before}
+    edit("\ndef f():\n    pass\n")  # the same function, no docstring
+    assert after_doc == {m: artefacts.code_hash(m) for m in before}
     assert after_doc["stage1"] == before["stage1"]  # Stage I does not reach beam.py
-    for m in config.NEUTRAL_MODULES:
-        assert m not in config.module_closure("stage2")
+    assert after_doc["stage2"] != before["stage2"]
+    monkeypatch.undo()
+    for m in artefacts.NEUTRAL:
+        assert m not in artefacts.closure("stage2")
+
+
+class _Text:
+    def __init__(self, path, extra: str):
+        self.path, self.extra = path, extra
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.path.read_text(encoding=encoding) + self.extra
+
+    def is_file(self) -> bool:
+        return self.path.is_file()
+
+
+def test_a_setting_at_its_key_omits_value_stays_out_of_keys(monkeypatch):
+    """A setting added later with the value that reproduces the earlier computation re-keys nothing."""
+    cfg = config.profile("smoke")
+    before = artefacts.key("stage2", cfg)
+    f = next(f for f in dataclasses.fields(config.Stage2Config) if f.name == "bucket")
+    monkeypatch.setattr(f, "metadata", {"key_omits": cfg.stage2.bucket})
+    assert "bucket" not in artefacts.key("stage2", cfg)["stage2"]
+    assert artefacts.key("stage2", cfg.replace(stage2={"bucket": 3}))["stage2"]["bucket"] == 3
+    again = artefacts.current_key("stage2", artefacts.key("stage2", cfg), "smoke")
+    assert again == artefacts.key("stage2", cfg) and before["stage2"]["bucket"] == cfg.stage2.bucket
 
 
 def test_stage1_key_leaves_out_the_integrated_choice():
     cfg = config.profile("smoke")
     other = cfg.replace(stage1={"integrated": "sum"})
-    assert config.artefact_key(cfg, "stage1") == config.artefact_key(other, "stage1")
-    assert config.artefact_key(cfg, "codes") != config.artefact_key(other, "codes")
+    assert artefacts.key("stage1", cfg) == artefacts.key("stage1", other)
+    assert artefacts.key("codes", cfg) != artefacts.key("codes", other)
 
 
 # --------------------------------------------------------------------------- every setting checked up front
@@ -137,7 +166,8 @@ def test_stage1_key_leaves_out_the_integrated_choice():
     ({"stage1": {"epochs": "3"}}, r"stage1.epochs must be an integer, got '3' \(str\)"),
     ({"codes": {"method": "kmeans"}}, r"codes.method must be one of 'hkmeans', 'random', 'rqvae', got 'kmeans'"),
     ({"stage2": {"batch_size": 0}}, r"stage2.batch_size must be positive, got 0"),
-    ({"stage1": {"lr": -1}}, r"stage1.lr must be positive, got -1"),
+    ({"stage1": {"lr": -1}}, r"stage1.lr must lie in \(0, 1\].*, got -1"),
+    ({"stage2": {"lr": 1e9}}, r"stage2.lr must lie in \(0, 1\].*, got 1000000000.0"),
     ({"stage2": {"dropout": 1.0}}, r"stage2.dropout must lie in \[0, 1\)"),
     ({"stage2": {"epochs": 0}}, r"stage2.epochs must be at least 1"),
     ({"codes": {"K": 1}}, r"codes.K must be at least 2"),
@@ -164,9 +194,9 @@ def test_settings_are_normalised_and_dataclasses_check_themselves():
     cfg = config.profile("smoke", stage1={"alpha": 0}, eval={"ks": [5, 10]})
     assert cfg.stage1.alpha == 0.0 and isinstance(cfg.stage1.alpha, float)  # same key as 0.0
     assert cfg.eval.ks == (5, 10)
-    assert store.config_hash(config.artefact_key(cfg, "stage1")) == store.config_hash(
-        config.artefact_key(config.profile("smoke", stage1={"alpha": 0.0}, eval={"ks": [5, 10]}), "stage1"))
-    with pytest.raises(ConfigError, match="stage2.lr must be positive"):
+    assert artefacts.key_hash("stage1", cfg) == store.config_hash(
+        artefacts.key("stage1", config.profile("smoke", stage1={"alpha": 0.0}, eval={"ks": [5, 10]})))
+    with pytest.raises(ConfigError, match=r"stage2.lr must lie in \(0, 1\]"):
         config.Stage2Config(lr=0.0)  # built directly, not through from_dict
     with pytest.raises(ConfigError, match="stage1.epochs must be at least 1"):
         import dataclasses

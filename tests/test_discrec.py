@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ungerlib import discrec
+from ungerlib import artefacts, discrec
 from ungerlib.codes import item_codes
 from ungerlib.data import get_splits
 from ungerlib.stage1 import stage1_embeddings
@@ -67,17 +67,15 @@ def test_keys_differ_from_ungers_and_item_tokens_are_rejected(parts):
     cfg, splits, table, emb = parts
     from ungerlib import config as C
 
-    assert discrec._key(cfg, "stage2") != C.artefact_key(cfg, "stage2")
+    assert artefacts.key_hash("stage2_discrec", cfg) != artefacts.key_hash("stage2", cfg)
     with pytest.raises(ValueError, match="history_tokens"):
         build_model(table, emb, cfg.replace(stage2={"history_tokens": "item"}).stage2, splits.max_len, 0,
                     discrec.DiscRecUNGER)
 
 
-def test_key_covers_the_model_code_not_the_command_line_tools():
-    """DiscRec's key hashes the modules its training reaches; the reproduce/report/cli tools (which only
-    recompute keys and write figures) stay out, so editing them does not retrain DiscRec."""
-    from ungerlib import config as C
-
-    closure = C.module_closure("discrec")
+def test_provenance_code_hash_covers_the_model_code_not_the_command_line_tools():
+    """DiscRec's provenance hashes the modules its training reaches; the reproduce/report/cli tools
+    (which only recompute keys and write figures) stay out."""
+    closure = artefacts.closure("discrec")
     assert {"discrec", "stage2", "beam", "metrics", "codes"} <= set(closure)
     assert not {"reproduce", "report", "cli"} & set(closure)

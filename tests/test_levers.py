@@ -1,7 +1,7 @@
 """The Stage II lever rows and the profiles' defaults stay in step."""
 import pytest
 
-from ungerlib import config, levers, store
+from ungerlib import artefacts, config, levers
 
 
 @pytest.mark.parametrize("profile", config.PROFILES)
@@ -12,7 +12,7 @@ def test_profile_defaults_are_the_adopted_row(profile):
 
 def test_rows_are_distinct_models_and_name_every_lever():
     cfg = config.profile("smoke")
-    keys = {store.config_hash(config.artefact_key(levers.lever_config(cfg, r), "stage2")) for r in levers.STAGE2_LEVERS}
+    keys = {artefacts.key_hash("stage2", levers.lever_config(cfg, r)) for r in levers.STAGE2_LEVERS}
     assert len(keys) == len(levers.STAGE2_LEVERS)
     for row, settings in levers.STAGE2_LEVERS.items():
         assert set(settings) == set(levers.LEVER_FIELDS), row
@@ -37,7 +37,7 @@ def test_adopted_row_at_full_budget_is_the_profile_default_run(profile):
     """The full-budget confirmation reuses the default Stage II artefact instead of training it again,
     and the other confirmed rows are distinct runs at the profile's own number of epochs."""
     cfg = config.profile(profile, "Beauty")
-    key = lambda c: store.config_hash(config.artefact_key(c, "stage2"))
+    key = lambda c: artefacts.key_hash("stage2", c)
     assert key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL)) == key(cfg)
     assert levers.ADOPTED in levers.CONFIRM and set(levers.CONFIRM) <= set(levers.STAGE2_LEVERS)
     assert levers.CONFIRM == (levers.LITERAL, levers.SCREEN_BEST, levers.ADOPTED)
@@ -46,9 +46,8 @@ def test_adopted_row_at_full_budget_is_the_profile_default_run(profile):
     assert all(c.stage2.epochs == cfg.stage2.epochs for c in full)
 
 
-def test_screening_top_row_is_confirmed_only_where_it_was_screened():
-    """The screening's best row is trained at the full budget on the data set it was screened on (the
-    first), and nowhere else; with the smoke profile's two screened rows nothing is added."""
-    assert levers.SCREEN_TOP in levers.STAGE2_LEVERS and levers.SCREEN_TOP not in levers.CONFIRM
-    assert levers.confirm_rows(list(levers.STAGE2_LEVERS)) == [*levers.CONFIRM, levers.SCREEN_TOP]
-    assert levers.confirm_rows(None) == levers.confirm_rows([levers.LITERAL, levers.SCREEN_BEST]) == list(levers.CONFIRM)
+def test_the_paper_literal_row_has_no_item_tables():
+    """Row A is the paper's model: codes only (per-level tokens, code-sum history), no per-item rows."""
+    a = levers.STAGE2_LEVERS[levers.LITERAL]
+    assert a["history_tokens"] == "codes" and a["decoder_tokens"] == "level"
+    assert levers.STAGE2_LEVERS[levers.ADOPTED]["decoder_tokens"] == "node"

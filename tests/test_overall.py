@@ -99,29 +99,31 @@ def test_paper_table3_is_the_papers_table():
 
 def test_reproduce_check_recomputes_baseline_discrec_and_neighbours_keys(smoke):
     """`reproduce --check` must recompute the keys of artefacts built outside the pipeline stages."""
-    from ungerlib import discrec, reproduce
-    from ungerlib.baselines import run_key
+    from ungerlib import artefacts, reproduce
     from ungerlib.store import config_hash
 
     for model in O.RERUN:
-        key = run_key(smoke, model, O.grid("smoke", model)[0], O.MODULE[model], O.USES.get(model, ()))
-        art = {"kind": "baseline", "key_hash": config_hash(key), "key": key}
+        kind = artefacts.baseline_kind(model)
+        key = artefacts.key(kind, smoke, params=O.grid("smoke", model)[0])
+        art = {"kind": kind, "key_hash": config_hash(key), "key": key}
         assert reproduce._artefact_problem(art, "smoke", {}) is None, model
-    stale = {**key, "code_hash": "000000000000"}
-    why = reproduce._artefact_problem({"kind": "baseline", "key_hash": config_hash(stale), "key": stale}, "smoke", {})
-    assert why and "code_hash" in why
-    for kind, stage in (("stage2_discrec", "stage2"), ("eval_discrec", "eval")):
-        key = discrec._key(smoke, stage)
+    stale = {**key, "versions": {**key["versions"], kind: 0}}
+    why = reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(stale), "key": stale}, "smoke", {})
+    assert why and f"versions.{kind} 0 -> 1" in why
+    for kind in ("stage2_discrec", "eval_discrec"):
+        key = artefacts.key(kind, smoke)
         assert reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(key), "key": key}, "smoke", {}) is None
-    from ungerlib import neighbours
-
-    key = neighbours._key(smoke, (2.0, 5.0))
+    key = artefacts.key("eval_neighbours", smoke, neighbour_lambda=[2.0, 5.0])
     assert reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(key), "key": key},
                                        "smoke", {}) is None
-    stale = {**key, "neighbours_code": "000000000000"}
+    stale = {**key, "eval": {**key["eval"], "beam": 3}}
     why = reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(stale), "key": stale},
                                       "smoke", {})
-    assert why and "neighbours_code" in why
+    assert why is None  # a recorded setting is recomputed as recorded: the key is still valid
+    stale = {**key, "versions": {**key["versions"], "eval": 0}}
+    why = reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(stale), "key": stale},
+                                      "smoke", {})
+    assert why and "versions.eval 0 -> 1" in why
 
 
 def test_paired_tests_and_verdicts_name_the_unger_row_they_test():

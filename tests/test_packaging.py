@@ -28,7 +28,9 @@ def test_environment_yml_pins_match_requirements_txt():
 def test_folders_outside_a_checkout(tmp_path, monkeypatch):
     monkeypatch.delenv("UNGER_ARTEFACTS", raising=False)
     monkeypatch.delenv("UNGER_FIGURES", raising=False)
-    assert store.artefact_root() == ROOT / "artefacts"  # in the checkout
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # artefacts live outside any checkout, so a new clone of the same code reuses them
+    assert store.artefact_root() == tmp_path / "cache" / "ungerlib" / "artefacts"
     monkeypatch.setattr(store, "checkout_root", lambda: None)
     monkeypatch.setattr(report, "checkout_root", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

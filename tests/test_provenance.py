@@ -1,12 +1,12 @@
 """Provenance names the artefacts each table read; ``reproduce --check`` finds stale outputs."""
-import functools
+import dataclasses
 import json
 import sys
 
 import pandas as pd
 import pytest
 
-from ungerlib import config, report, reproduce, store
+from ungerlib import artefacts, config, report, reproduce, store
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -23,12 +23,23 @@ def fresh(tmp_path, monkeypatch):
 
 def _touch(kind, cfg):
     """A stand-in artefact of ``kind`` under the key the pipeline would use (nothing trained)."""
-    return store.cached(kind, config.artefact_key(cfg, kind), lambda out, work: None, verbose=False)
+    return artefacts.cached(kind, cfg, lambda out, work: None)
+
+
+class _Text:
+    def __init__(self, path, extra: str):
+        self.path, self.extra = path, extra
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.path.read_text(encoding=encoding) + self.extra
+
+    def is_file(self) -> bool:
+        return self.path.is_file()
 
 
 def _edited(monkeypatch, module, text):
-    real = config._source
-    monkeypatch.setattr(config, "_source", lambda m: real(m) + (text if m == module else ""))
+    real = artefacts._module_path
+    monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), text if m == module else ""))
 
 
 def test_cached_records_every_artefact_it_returns_once_sorted(fresh):
@@ -40,7 +51,7 @@ def test_cached_records_every_artefact_it_returns_once_sorted(fresh):
     reads = store.artefacts_read(since=before)
     assert [r["kind"] for r in reads] == ["semantic", "stage1"]
     assert all(r["key_hash"] == store.config_hash(r["key"]) for r in reads)
-    assert reads[1]["key"] == json.loads(json.dumps(config.artefact_key(cfg, "stage1")))
+    assert reads[1]["key"] == json.loads(json.dumps(artefacts.key("stage1", cfg)))
     mark = store.read_marker()
     _touch("codes", cfg)
     assert [r["kind"] for r in store.artefacts_read(since=mark)] == ["codes"]
@@ -51,24 +62,27 @@ def test_a_failed_build_is_not_recorded(fresh):
         raise RuntimeError("no")
 
     with pytest.raises(RuntimeError):
-        store.cached("codes", config.artefact_key(config.profile("smoke"), "codes"), broken, verbose=False)
+        store.cached("codes", artefacts.key("codes", config.profile("smoke")), broken, verbose=False)
     assert store.artefacts_read() == []
 
 
 @pytest.mark.parametrize("profile", ["smoke", "cpu"])
 def test_keys_round_trip_through_the_config_they_record(profile, monkeypatch):
-    """``artefact_key(config_from_key(key), kind) == key`` for every kind, on several rows."""
-    monkeypatch.setattr(config, "source_hash", functools.lru_cache(config.source_hash))  # the code does not change here
+    """``key(kind, config_from_key(key)) == key`` for every kind, on several rows."""
     base = config.profile(profile)
     cfgs = [base, base.replace(seed=7), config.variant(base, "concat"), config.variant(base, "collaborative_only"),
             config.variant(base, "semantic_only"), config.variant(base, "random_codes"),
             base.replace(stage1={"integrated": "sum"}, stage2={"epochs": 3}, eval={"beam": 7})]
     for cfg in cfgs:
-        for kind in config.KIND_MODULE:
-            key = json.loads(json.dumps(config.artefact_key(cfg, kind)))  # as provenance stores it
-            again = config.artefact_key(config.config_from_key(key, profile), kind)
-            assert again == key, (kind, reproduce._key_diff(key, again))
-            assert store.config_hash(again) == store.config_hash(config.artefact_key(cfg, kind))
+        for kind in ("data", "semantic", "stage1", "codes", "stage2", "eval", "stage2_discrec", "eval_discrec"):
+            key = json.loads(json.dumps(artefacts.key(kind, cfg)))  # as provenance stores it
+            again = artefacts.key(kind, artefacts.config_from_key(key, profile))
+            assert again == key, (kind, artefacts.changes(key, again))
+            assert again == artefacts.current_key(kind, key, profile)
+        key = artefacts.key("eval_neighbours", cfg, neighbour_lambda=[2, 5])
+        assert artefacts.current_key("eval_neighbours", key, profile) == key
+        key = artefacts.key("baseline.TIGER", cfg, params={"d_model": 64})
+        assert artefacts.current_key("baseline.TIGER", key, profile) == key
 
 
 def test_provenance_names_the_artefacts_read_and_the_code(fresh):
@@ -81,6 +95,7 @@ def test_provenance_names_the_artefacts_read_and_the_code(fresh):
     assert kinds == sorted(set(kinds)) and [k for k, _ in kinds] == ["codes", "data", "semantic", "stage1"]
     assert rec["git_commit"] == SHA
     assert "report" in rec["code"] and "config" not in rec["code"] and "store" not in rec["code"]
+    assert rec["notebook"] is None  # set by the notebooks runner (UNGER_NOTEBOOK)
 
 
 def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkeypatch):
@@ -93,13 +108,22 @@ def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkey
     report.save_table(pd.DataFrame({"x": [2]}), "semantic_table", cfg)
     assert reproduce.check("smoke") == {}
 
-    _edited(monkeypatch, "codes", "\nDEFAULT_N_INIT = 10\n")  # a code change in the k-means module
+    # a code change at a kept version: a note, never a stale output (no retraining for a refactor)
+    real_path = artefacts._module_path
+    _edited(monkeypatch, "codes", "\nDEFAULT_N_INIT = 10\n")
+    found = reproduce.check("smoke")
+    assert all(not f.stale for f in found.values())
+    assert any("code changed, version kept" in n and "codes" in n for f in found.values() for n in f.notes)
+    assert reproduce._report_check("smoke", False) == 0
+    monkeypatch.setattr(artefacts, "_module_path", real_path)
+
+    # a version bump of the codes re-keys the codes table's artefacts, not the semantic table's
+    monkeypatch.setitem(artefacts.KINDS, "codes", dataclasses.replace(artefacts.KINDS["codes"], version=2))
     stale = reproduce.check("smoke")
-    assert any(w.startswith("codes ") and "code_hash" in w for w in stale["codes_table"])
-    assert not any(w.startswith("stage1 ") for w in stale["codes_table"])  # Stage I's code does not reach codes.py
-    # the semantic table read nothing codes.py makes (it is listed only if this process had codes.py loaded)
-    assert all(w == "module codes changed" or w.startswith("module codes changed (")
-               for w in stale.get("semantic_table", []))
+    assert any(w.startswith("codes re-keyed") and "versions.codes 1 -> 2" in w for w in stale["codes_table"].stale)
+    assert not any(w.startswith("stage1 ") for w in stale["codes_table"].stale)
+    assert "semantic_table" not in stale
+    assert stale["codes_table"].command == "python -m ungerlib.reproduce --profile smoke"
     assert reproduce._report_check("smoke", False) == 1
 
 
@@ -117,30 +141,33 @@ def test_check_flags_a_changed_setting_a_dirty_tree_and_missing_records(fresh, m
     art["key_hash"] = store.config_hash(art["key"])
     rec["git_commit"] = SHA + "+dirty"
     store.atomic_write_json(figs / "a.provenance.json", rec)
-    why = reproduce.check("smoke")["a"]
+    why = reproduce.check("smoke")["a"].stale
     assert any("stage1.lr (none) -> 0.003" in w for w in why) and any("uncommitted" in w for w in why)
-    assert not any("uncommitted" in w for w in reproduce.check("smoke", allow_dirty=True)["a"])
+    assert not any("uncommitted" in w for w in reproduce.check("smoke", allow_dirty=True)["a"].stale)
     # a setting that no longer exists
     art["key"]["stage1"].update(lr=0.003, old_knob=1)
     art["key_hash"] = store.config_hash(art["key"])
     store.atomic_write_json(figs / "a.provenance.json", rec)
-    assert any("cannot be recomputed" in w and "old_knob" in w for w in reproduce.check("smoke")["a"])
+    assert any("cannot be recomputed" in w and "old_knob" in w for w in reproduce.check("smoke")["a"].stale)
 
     (figs / "orphan.csv").write_text("x\n1\n")  # no provenance at all
     monkeypatch.setattr(store, "_READS", [])
     report.save_table(pd.DataFrame({"x": [1]}), "nothing_read", None, profile="smoke")  # no artefact, no config
     stale = reproduce.check("smoke")
-    assert stale["orphan"] == ["no orphan.provenance.json"]
-    assert any("names no artefact" in w for w in stale["nothing_read"])
+    assert stale["orphan"].stale == ["no orphan.provenance.json"]
+    assert any("names no artefact" in w for w in stale["nothing_read"].stale)
 
 
-def test_check_flags_a_module_that_changed_since(fresh, monkeypatch):
-    """Code outside any artefact's key (analysis, formatting in report) still marks its outputs stale."""
+def test_check_notes_a_module_that_changed_since(fresh, monkeypatch, capsys):
+    """Code outside any artefact (analysis, formatting in report) is noted, with its name."""
     cfg = config.profile("smoke")
     _touch("semantic", cfg)
     report.save_table(pd.DataFrame({"x": [1]}), "a", cfg)
     _edited(monkeypatch, "report", "\nFLOAT_FORMAT = '.3g'\n")
-    assert any(w.startswith("module report changed") for w in reproduce.check("smoke")["a"])
+    f = reproduce.check("smoke")["a"]
+    assert not f.stale and any("report" in n for n in f.notes)
+    assert reproduce._report_check("smoke", False, verbose=True) == 0
+    assert "note  a: code changed, version kept: report" in capsys.readouterr().out
 
 
 def test_run_json_paths_are_relative_to_the_repository():
@@ -196,7 +223,7 @@ def test_check_flags_a_profile_change_up_to_the_stages_read(fresh, monkeypatch):
     monkeypatch.setattr(config, "_PROFILE_OVERRIDES", over)
     assert reproduce.check("smoke") == {}
     over["smoke"]["stage1"]["epochs"] = 99
-    assert reproduce.check("smoke")["s1"] == ["profile smoke changed since: stage1.epochs 20 -> 99"]
+    assert reproduce.check("smoke")["s1"].stale == ["profile smoke changed (stage1.epochs 20 -> 99)"]
 
 
 def test_provenance_records_the_thread_count(monkeypatch):

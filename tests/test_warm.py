@@ -4,32 +4,38 @@ from __future__ import annotations
 
 import pytest
 
-from ungerlib import config, levers, stage2, warm
-from ungerlib.store import artefact_root, config_hash
+from ungerlib import artefacts, config, levers, stage2, warm
 
 
 def test_plan_is_deduplicated_and_in_dependency_order():
     jobs = warm.plan("cpu", ["04", "05", "11"], ["Beauty"])
-    assert len({(j.kind, j.outputs) for j in jobs}) == len(jobs)
+    assert len({(j.kind, j.key_hash) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
-    kinds = {j.kind for j in jobs}
-    assert kinds == {"semantic", "inputs", "train", "eval", "baseline", "discrec", "neighbours"}
+    kinds = {j.kind.split(".")[0] for j in jobs}
+    assert kinds == {"semantic", "codes", "stage2", "eval", "baseline", "eval_discrec", "eval_neighbours"}
     # the neighbours decodings read the default model, so they start after every Stage II training
-    (nb,) = [j for j in jobs if j.kind == "neighbours"]
-    assert nb.phase > max(j.phase for j in jobs if j.kind in ("eval", "train", "discrec"))
+    nb = [j for j in jobs if j.kind == "eval_neighbours"]
+    assert len(nb) == 3 and min(j.phase for j in nb) > max(j.phase for j in jobs if j.kind in ("eval", "stage2"))
     cfg = config.profile("cpu", "Beauty")
     # the adopted row at the full budget is the profile's default run: evaluated once, not trained twice
-    adopted = config_hash(config.artefact_key(levers.lever_config(cfg, levers.ADOPTED, levers.FULL), "stage2"))
-    assert adopted == config_hash(config.artefact_key(cfg, "stage2"))
-    assert not [j for j in jobs if j.kind == "train" and ("stage2", adopted) in j.outputs]
+    adopted = artefacts.key_hash("stage2", levers.lever_config(cfg, levers.ADOPTED, levers.FULL))
+    assert adopted == artefacts.key_hash("stage2", cfg)
+    assert not [j for j in jobs if j.kind == "stage2" and j.key_hash == adopted]
     assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
     # every lever row at the screening budget is planned on the first data set
     assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(levers.STAGE2_LEVERS)
-    # and at the full budget the confirmed rows, the screening's best row on the first data set only
+    # and the confirmed rows at the full budget on every data set (the adopted one is the default run)
     full = sorted(j.label for j in warm.plan("cpu", ["04"]) if "full-budget" in j.label)
-    assert full == sorted([f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")
-                           for r in levers.CONFIRM if r != levers.ADOPTED] + ["Beauty full-budget M"])
+    assert full == sorted(f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")
+                          for r in levers.CONFIRM if r != levers.ADOPTED)
     assert len([j for j in jobs if j.kind == "semantic"]) == 1
+
+
+def test_dry_run_prints_the_total_and_an_estimate(capsys):
+    assert warm.main(["--profile", "cpu", "--only", "04", "--datasets", "Beauty", "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("[warm] ") and "to build" in out[-1] and "of one-thread work" in out[-1]
+    assert all(line.startswith("phase ") for line in out[:-1])
 
 
 def test_bad_arguments_are_named():
@@ -39,18 +45,18 @@ def test_bad_arguments_are_named():
 
 
 def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
-    jobs = [j for j in warm.plan("smoke", ["04"]) if (j.phase < 2 and "default" in j.label) or j.kind == "semantic"]
-    lever_a = [j for j in warm.plan("smoke", ["04"]) if j.label == "synthetic lever A"]
-    # Stage I neighbours decodings (phase 3) of lever A's model, which the same call trains (phase 2)
-    jobs.append(warm._job("neighbours", lever_a[0].cfg, "synthetic lever A, Stage I neighbours at decoding"))
-    alpharec = [j for j in warm.plan("smoke", ["11"]) if j.model == "AlphaRec"]
+    plan = warm.plan("smoke", ["04"])
+    jobs = [j for j in plan if j.kind in ("semantic", "codes") and "default" in j.label]
+    lever_a = [j for j in plan if j.label == "synthetic lever A"]
+    # a Stage I neighbours decoding of lever A's model, which the same call trains first
+    nb = warm.job("eval_neighbours", lever_a[0].cfg, "synthetic lever A, neighbours", neighbour_lambda=[2.0, 5.0])
+    alpharec = [j for j in warm.plan("smoke", ["11"]) if j.kind == "baseline.AlphaRec"]
     assert len(lever_a) == 1 and len(alpharec) == 1
-    jobs += alpharec  # a baseline: cached() must find it under the key overall.run uses
-    built = warm.warm(jobs + lever_a, n_jobs=2, log=lambda s: None)
-    assert all(j.cached() for j in jobs + lever_a)
-    assert "synthetic lever A, Stage I neighbours at decoding" in built
-    assert set(built) <= {j.label for j in jobs + lever_a}
-    assert (artefact_root() / "stage2" / dict(lever_a[0].outputs)["stage2"]).is_dir()
+    jobs += alpharec + lever_a + [nb]  # a baseline: cached() must find it under the key overall.run uses
+    built = warm.warm(jobs, n_jobs=2, log=lambda s: None)
+    assert all(j.cached() for j in jobs)
+    assert "synthetic lever A, neighbours" in built and set(built) <= {j.label for j in jobs}
+    assert artefacts.state("stage2", lever_a[0].cfg) == "built"
 
     def no_training(*a, **k):
         raise AssertionError("trained although the store holds the run")
@@ -63,8 +69,8 @@ def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
 def test_a_failed_run_is_named_and_its_error_raised(smoke):
     from ungerlib.overall import BaselineError
 
-    bad = warm.Job("baseline", (("baseline", "no-such-run"),), smoke, "synthetic NoSuchModel", "NoSuchModel", {})
+    bad = warm.Job("baseline.SASRec", "no-such-run", smoke, "synthetic bad SASRec", {"params": {"no_such_setting": 1}})
     lines: list[str] = []
-    with pytest.raises(BaselineError, match="unknown rerun baseline"):
+    with pytest.raises(BaselineError, match="unknown setting"):
         warm.warm([bad], n_jobs=1, log=lines.append)
-    assert any("failed: synthetic NoSuchModel" in line for line in lines)
+    assert any("failed: synthetic bad SASRec" in line for line in lines)

@@ -16,7 +16,6 @@ Nothing here selects anything on test: each run's epoch is chosen on validation 
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -24,9 +23,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import artefacts, runtime
 from . import config as C
-from . import runtime
-from .store import artefact_root, config_hash
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 RANKINGS = ("test_all", "test_excl")  # every item ranked; the user's history removed
@@ -105,18 +103,13 @@ def _rows(rows: Sequence[str]) -> list[str]:
 def run_key(cfg: C.RunConfig) -> str:
     """Short hash of ``cfg``'s evaluation artefact key: equal for two configs exactly when they share
     the Stage II run and its evaluation."""
-    return config_hash(C.artefact_key(cfg, "eval"))
+    return artefacts.key_hash("eval", cfg)
 
 
 def _status(cfg: C.RunConfig) -> str:
-    folder = artefact_root() / "stage2"
-    h = config_hash(C.artefact_key(cfg, "stage2"))
-    if (artefact_root() / "eval" / run_key(cfg)).exists():
+    if artefacts.state("eval", cfg) == "built":
         return "evaluated"
-    if (folder / h).exists():
-        return "trained"
-    work = folder / f"{h}.work"
-    return "checkpoint (resumes)" if work.is_dir() and any(work.iterdir()) else "to train"
+    return {"built": "trained", "checkpoint": "checkpoint (resumes)", "missing": "to train"}[artefacts.state("stage2", cfg)]
 
 
 def plan(cfg: C.RunConfig, rows: Sequence[str], seeds: Iterable[int] | None = None) -> pd.DataFrame:
@@ -153,7 +146,7 @@ _TARGETS: dict[str, np.ndarray] = {}
 
 
 def _test_targets(cfg: C.RunConfig) -> np.ndarray:
-    key = config_hash(C.artefact_key(cfg, "data"))
+    key = artefacts.key_hash("data", cfg)
     if key not in _TARGETS:
         from .data import get_splits
 
@@ -172,11 +165,8 @@ def evaluate_row(cfg: C.RunConfig, progress: bool = True) -> RowRun:
     key = run_key(cfg)
     if key in _RUNS:
         return _RUNS[key]
-    stage2_dir = artefact_root() / "stage2" / config_hash(C.artefact_key(cfg, "stage2"))
-    if not stage2_dir.exists():
-        run_stage2(cfg, progress=progress)  # trains (checkpoint per epoch; a killed run resumes)
-    ev = evaluate_stage2(cfg)  # loads the trained run; beam search on valid and test once, then cached
-    hist = json.loads((stage2_dir / "history.json").read_text())
+    _, hist = run_stage2(cfg, progress=progress)  # trains (checkpoint per epoch; a killed run resumes) or loads
+    ev = evaluate_stage2(cfg)  # beam search on valid and test once, then cached
     target = _test_targets(cfg)
     users = {r: per_user(np.load(Path(ev["path"]) / f"{r}.npy"), target, cfg.eval.ks) for r in RANKINGS}
     for r, df in users.items():

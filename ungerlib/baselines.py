@@ -8,15 +8,14 @@ top-20 lists, once with every item ranked (``all``) and once with the user's who
 ``max_len`` (20) items for every model.
 
 This module holds what the model adapters share (:mod:`ungerlib.cornac_baselines`,
-:mod:`ungerlib.alpharec`); it imports none of them, so each adapter's artefacts are keyed by
-``config.module_hash(<adapter>)``, which covers this module, the adapter and what they import, and
-editing one adapter never re-keys another's results.
+:mod:`ungerlib.alpharec`). Each model is its own artefact kind (``baseline.<model>`` in
+:mod:`ungerlib.artefacts`, with its own version), so a change to one adapter re-keys that model only.
 
 * :func:`rank_splits`: scores -> the four rankings ``{valid,test}_{all,excl}`` [N, 20].
 * :class:`ValidationTracker`: per-epoch validation with our metric on our validation split, the best
   state kept, early stopping after ``patience`` epochs without a better value.
 * :func:`cached_run`: one trained configuration as an artefact (rankings, metrics, per-epoch history,
-  wall times), keyed by data hash, model, parameters, seed and code hash.
+  wall times), keyed by the data, the model's version, its parameters and the seed.
 """
 from __future__ import annotations
 
@@ -28,10 +27,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import config as C
+from . import artefacts, config as C
 from .data import PAD, Examples, Splits
 from .metrics import rank_metrics, topk_from_scores
-from .store import Artefact, atomic_write_json, cached
+from .store import Artefact, atomic_write_json
 
 K = 20  # length of every saved per-user ranking
 TAGS = ("valid_all", "valid_excl", "test_all", "test_excl")
@@ -156,22 +155,8 @@ class RunResult:
 Trained = tuple[dict[str, np.ndarray], list[dict[str, float]], dict[str, Any]]
 
 
-def run_key(cfg: C.RunConfig, model: str, params: dict[str, Any], module: str,
-            uses: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The artefact key of one baseline run: data (content hash, max_len), model name, parameters,
-    seed, the code hash of the adapter ``module`` and, for each stage in ``uses`` (e.g. ``semantic``
-    for models fed our text embeddings), that stage's full key."""
-    d = C.upstream(cfg, "data")
-    key = {"data": d["data"], "data_hash": d["data_hash"], "model": model, "params": params,
-           "seed": cfg.seed, "code_hash": C.module_hash(module)}
-    for stage in uses:
-        key[f"uses_{stage}"] = C.upstream(cfg, stage)
-    return key
-
-
-def cached_run(cfg: C.RunConfig, model: str, params: dict[str, Any], module: str,
-               train: Callable[[Path], Trained], splits: Splits, uses: tuple[str, ...] = (),
-               force: bool = False) -> RunResult:
+def cached_run(cfg: C.RunConfig, model: str, params: dict[str, Any], train: Callable[[Path], Trained],
+               splits: Splits, force: bool = False) -> RunResult:
     """Train once per key (``train(work_dir)`` returns :data:`Trained`), save the rankings, metrics and
     history atomically, and return them. Wall time (``wall_s``), threads and machine go to provenance."""
     from . import runtime
@@ -188,7 +173,7 @@ def cached_run(cfg: C.RunConfig, model: str, params: dict[str, Any], module: str
         atomic_write_json(out / "info.json", {**info, "threads": threads, "run_s": round(time.time() - t0, 1)})
         return {"metrics": res, "threads": threads, **info}
 
-    art: Artefact = cached("baseline", run_key(cfg, model, params, module, uses), build, force=force)
+    art: Artefact = artefacts.cached(artefacts.baseline_kind(model), cfg, build, force=force, params=params)
     info = art.json("info")
     info["wall_s"] = art.provenance.get("wall_s")
     return RunResult(model, params, art.json("metrics"), str(art.path), info)

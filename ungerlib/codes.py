@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from . import config as C
-from .store import atomic_write_bytes, atomic_write_json, cached
+from . import artefacts, config as C
+from .store import atomic_write_bytes, atomic_write_json
 
 PAD = -1
 
@@ -354,4 +354,4 @@ def item_codes(cfg: C.RunConfig, force: bool = False) -> CodeTable:
         table.save(out)
         return {"report": table.report()}
 
-    return CodeTable.load(cached("codes", C.upstream(cfg, "codes"), build, force=force).path)
+    return CodeTable.load(artefacts.cached("codes", cfg, build, force=force).path)

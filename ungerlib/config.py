@@ -1,9 +1,8 @@
 """Dataclass configs and the three run profiles (paper section 4.1).
 
-A :class:`RunConfig` holds one sub-config per pipeline stage. Each stage's artefact is keyed by
-the hash of its own sub-config *and every sub-config upstream of it* (see :func:`upstream`), so a
-changed setting never reuses a stale result while an unrelated change (say, the beam width) does
-not retrain Stage I.
+A :class:`RunConfig` holds one sub-config per pipeline stage. Each stage's artefact is keyed by its
+own section *and every section upstream of it* (:func:`ungerlib.artefacts.key`), so a changed setting
+never reuses a stale result while an unrelated change (say, the beam width) does not retrain Stage I.
 
 Profiles:
 
@@ -19,7 +18,6 @@ value fails before any work starts, with a :class:`ConfigError` naming the setti
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import types
@@ -138,15 +136,6 @@ class Stage2Config(_Checked):
     # Normalise the loss and the beam's softmax over the prefix's existing children only
     # (required by decoder_tokens="node", which has no embedding for a missing child).
     valid_children: bool = True
-    # Item and trie-node embeddings: random, or from the Stage I integrated embeddings (PCA to
-    # d_model when wider; a node gets the mean of its items).
-    init: Literal["random", "stage1"] = "random"
-    # A fixed Stage I vector b under learned vectors (b: an item's / a trie node's mean projected Stage I
-    # embedding, as init="stage1" computes it), added as b (I + M) with a learned map M that starts at
-    # zero. "history": under each history item's encoder vector; "nodes" (per-node tokens): under every
-    # node embedding, whose free part then starts at zero. Weight decay then pulls a rarely trained
-    # item back to b instead of to zero (docs/experiments/stage2_rare_items.md).
-    stage1_base: Literal["none", "history", "nodes"] = "none"
     ikd: bool = True  # intra-modality knowledge distillation (Eq. 7)
     beta: float = 1.0  # weight of L_distillation (Eq. 8)
     ikd_negatives: int = 256
@@ -162,16 +151,6 @@ class Stage2Config(_Checked):
     warmup_steps: int = 500
     lr_decay: Literal["none", "cosine"] = "cosine"
     weight_decay: float = 3e-4  # Adam's coupled L2 on every parameter (row J)
-    # Which steps charge the embedding tables' L2 (item, trie-node and code-token tables; every other
-    # parameter is charged on every step either way): every step ("every_step", Adam's coupled L2), or
-    # only the steps whose batch reads the row ("when_used"), so a rare item's vector is not shrunk on
-    # the many steps it is absent from (lever rows M and N, docs/experiments/stage2_rare_items.md).
-    table_decay: Literal["every_step", "when_used"] = "every_step"
-    # Logit-adjusted training loss (Menon et al., ICLR 2021; beyond the paper): the training softmax adds
-    # prior_tau * log pi(child | parent) to each child's score, pi the share of the parent's training
-    # targets under the child (ungerlib.stage2.node_log_prior); decoding reads the raw scores, so the model
-    # ranks by how much the history raises an item over its training popularity (0 = the plain loss).
-    prior_tau: float = 0.0
     clip_norm: float = 1.0  # gradient-norm clipping (0 = none)
     patience: int = 5  # early stopping on validation NDCG@20
     eval_beam: int = 20  # beam used for per-epoch validation
@@ -181,7 +160,6 @@ class Stage2Config(_Checked):
 class EvalConfig(_Checked):
     beam: int = 50
     ks: tuple[int, ...] = (10, 20)
-    exclude_history: bool = False  # drop items the user already has from the ranking
 
 
 @dataclass
@@ -213,144 +191,6 @@ class RunConfig(_Checked):
 
 # Stage order: each stage's artefact depends on its own section and those before it.
 STAGES = ("data", "semantic", "stage1", "codes", "stage2", "eval")
-
-# The module whose code builds each artefact kind. Its key covers that module and every ungerlib
-# module it reaches through imports (see :func:`source_hash`).
-KIND_MODULE = {"data": "data", "semantic": "semantic", "stage1": "stage1", "codes": "codes",
-               "stage2": "stage2", "eval": "stage2"}
-# Modules left out of every code hash: their effect on an artefact enters the key as values
-# (config: the settings themselves) or they only move bytes (store: atomic writes, provenance;
-# runtime: threads, progress lines). Editing them must not retrain anything.
-NEUTRAL_MODULES = frozenset({"config", "store", "runtime"})
-
-
-def upstream(cfg: RunConfig, stage: str) -> dict[str, Any]:
-    """Everything that determines the artefact of ``stage``: seed plus this and earlier sections.
-
-    >>> sorted(upstream(RunConfig(), "semantic"))
-    ['code_hash', 'data', 'data_hash', 'semantic']
-    """
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; known: {STAGES}")
-    d = to_dict(cfg)
-    keep = STAGES[: STAGES.index(stage) + 1]
-    out: dict[str, Any] = {k: d[k] for k in keep}
-    # the semantic encoder is deterministic; Stage I onwards are seeded
-    if stage not in ("data", "semantic"):
-        out["seed"] = cfg.seed
-    out["data"] = {k: v for k, v in out["data"].items() if k != "root"}  # location is not content
-    from .data import content_hash  # lazy: config stays import-light
-
-    out["data_hash"] = content_hash(cfg.data)  # ... but the files' content is
-    out["code_hash"] = source_hash(stage)  # and so is the code that made it
-    return out
-
-
-def artefact_key(cfg: RunConfig, kind: str) -> dict[str, Any]:
-    """The key of artefact ``kind`` (a :data:`KIND_MODULE` name) for ``cfg``: :func:`upstream`, except
-    that Stage I's key holds what its training uses: it leaves out ``stage1.integrated`` and the
-    ``concat`` / ``collab`` distinction (both train DIN alone; the integrated vector is derived on
-    load, so comparing choices never retrains; the codes and everything after them are keyed by it)."""
-    if kind not in KIND_MODULE:
-        raise ConfigError(f"unknown artefact kind {kind!r}; known: {sorted(KIND_MODULE)}")
-    key = upstream(cfg, kind)
-    if kind == "stage1":
-        key["stage1"] = {k: v for k, v in key["stage1"].items() if k != "integrated"}
-        if cfg.stage1.variant in ("collab", "concat"):  # the same training: DIN alone (concat adds PCA on load)
-            key["stage1"].update(variant="collab", alpha=cfg.stage1.effective_alpha())
-    return key
-
-
-def module_closure(module: str) -> list[str]:
-    """``module`` and every ``ungerlib`` module it imports, directly or not, at any depth (function-level
-    imports included), minus :data:`NEUTRAL_MODULES`; sorted.
-
-    >>> "metrics" in module_closure("stage2") and "beam" in module_closure("stage2")
-    True
-    """
-    return sorted(_closure(module) - NEUTRAL_MODULES)
-
-
-def _imports(module: str) -> set[str]:
-    return {n for n in _imported_names(_source(module)) if _path(n).exists()}
-
-
-@functools.lru_cache(maxsize=256)
-def _imported_names(source: str) -> frozenset[str]:
-    """The ``ungerlib`` module names a source text imports (memoised by the text itself, so an edited
-    file is parsed again and an unchanged one is not: a sweep computes many keys)."""
-    import ast
-
-    names = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:  # from .x import y
-                names.add(node.module.split(".")[0])
-            elif node.level == 1:  # from . import x, y
-                names.update(a.name for a in node.names)
-            elif node.level == 0 and node.module and node.module.split(".")[0] == "ungerlib":
-                parts = node.module.split(".")
-                names.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
-        elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] for a in node.names if a.name.startswith("ungerlib."))
-    return frozenset(names)
-
-
-def _closure(module: str) -> set[str]:
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        if m not in seen:
-            seen.add(m)
-            todo.extend(_imports(m) - seen)
-    return seen
-
-
-def _path(module: str) -> "Path":
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent / f"{module}.py"
-
-
-def _source(module: str) -> str:
-    return _path(module).read_text(encoding="utf-8")
-
-
-def _normalised(module: str) -> str:
-    """The module's AST without docstrings: comments, docstrings and layout do not change a hash."""
-    return _normalised_source(_source(module))
-
-
-@functools.lru_cache(maxsize=256)
-def _normalised_source(source: str) -> str:
-    """:func:`_normalised` of a source text, memoised by the text (an edited file is parsed again)."""
-    import ast
-
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, include_attributes=False)
-
-
-def module_hash(module: str) -> str:
-    """Hash of the normalised source of every module in :func:`module_closure` of ``module``: what an
-    artefact built by ``module``'s code puts in its key as ``code_hash``."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for m in module_closure(module):
-        h.update(m.encode() + b"\0" + _normalised(m).encode() + b"\0")
-    return h.hexdigest()[:12]
-
-
-def source_hash(stage: str) -> str:
-    """Hash of the code behind artefact ``stage`` (:func:`module_hash` of its :data:`KIND_MODULE`)."""
-    return module_hash(KIND_MODULE[stage])
-
 
 T = TypeVar("T")
 
@@ -392,13 +232,15 @@ _POSITIVE: _Rule = (lambda v: v > 0, "must be positive")
 _AT_LEAST_1: _Rule = (lambda v: v >= 1, "must be at least 1")
 _NON_NEGATIVE: _Rule = (lambda v: v >= 0, "must be at least 0")
 _PROBABILITY: _Rule = (lambda v: 0 <= v < 1, "must lie in [0, 1)")
+# Adam's step is about lr per weight: above 1 a step moves every weight by more than its usual scale
+_LEARNING_RATE: _Rule = (lambda v: 0 < v <= 1, "must lie in (0, 1] (Adam moves each weight by about lr a step)")
 
 # The allowed range of every numeric setting: "section.name", or "*.name" for every section with that
 # field. A tuple's rule holds for each element. tests/test_config_store.py checks that every int and
 # float setting has one, so a new setting cannot slip through unchecked.
 RANGES: dict[str, _Rule] = {
     "seed": _NON_NEGATIVE,
-    "*.batch_size": _POSITIVE, "*.epochs": _AT_LEAST_1, "*.lr": _POSITIVE, "*.dropout": _PROBABILITY,
+    "*.batch_size": _POSITIVE, "*.epochs": _AT_LEAST_1, "*.lr": _LEARNING_RATE, "*.dropout": _PROBABILITY,
     "*.warmup_steps": _NON_NEGATIVE, "*.weight_decay": _NON_NEGATIVE, "*.clip_norm": _NON_NEGATIVE,
     "*.patience": _AT_LEAST_1,
     "data.max_len": _AT_LEAST_1, "data.n_users": _AT_LEAST_1, "data.n_items": _AT_LEAST_1,
@@ -411,11 +253,11 @@ RANGES: dict[str, _Rule] = {
     "codes.K": (lambda v: v >= 2, "must be at least 2"), "codes.kmeans_n_init": _AT_LEAST_1,
     "codes.kmeans_max_iter": _AT_LEAST_1, "codes.rq_levels": _AT_LEAST_1, "codes.rq_hidden": _AT_LEAST_1,
     "codes.rq_latent": _AT_LEAST_1, "codes.rq_epochs": _AT_LEAST_1, "codes.rq_beta": _NON_NEGATIVE,
-    "codes.rq_lr": _POSITIVE,
+    "codes.rq_lr": _LEARNING_RATE,
     "stage2.d_model": _AT_LEAST_1, "stage2.enc_layers": _AT_LEAST_1, "stage2.dec_layers": _AT_LEAST_1,
     "stage2.n_heads": _AT_LEAST_1, "stage2.d_ff": _AT_LEAST_1, "stage2.beta": _NON_NEGATIVE,
     "stage2.ikd_negatives": _AT_LEAST_1, "stage2.ikd_tau": _POSITIVE, "stage2.bucket": _NON_NEGATIVE,
-    "stage2.eval_beam": _AT_LEAST_1, "stage2.prior_tau": _NON_NEGATIVE,
+    "stage2.eval_beam": _AT_LEAST_1,
     "eval.beam": _AT_LEAST_1, "eval.ks": _AT_LEAST_1,
 }
 
@@ -538,9 +380,6 @@ def _validate(obj: Any) -> None:
     if isinstance(obj, Stage2Config) and obj.decoder_tokens == "node" and not obj.valid_children:
         raise ConfigError("stage2.decoder_tokens='node' needs stage2.valid_children=True (a tied output "
                           "layer has no embedding for a child that does not exist)")
-    if isinstance(obj, Stage2Config) and obj.stage1_base == "nodes" and (obj.decoder_tokens != "node" or obj.init != "random"):
-        raise ConfigError("stage2.stage1_base='nodes' needs stage2.decoder_tokens='node' and stage2.init='random' "
-                          "(the free node table starts at zero on top of the fixed Stage I vector)")
     if isinstance(obj, RunConfig) and obj.profile not in PROFILES:
         raise ConfigError(f"unknown profile {obj.profile!r}; known: {PROFILES}")
 
@@ -664,20 +503,6 @@ def profile(name: str = "cpu", dataset: str | None = None, **overrides: Any) -> 
         d.setdefault("data", {})["dataset"] = dataset
     cfg = from_dict(RunConfig, d)
     return cfg.replace(**overrides) if overrides else cfg
-
-
-def config_from_key(key: dict[str, Any], profile_name: str = "cpu") -> RunConfig:
-    """The :class:`RunConfig` an artefact key was made from, as far as the key determines it: the
-    key's settings and seed over profile ``profile_name``'s (``cpu`` for an unknown name). Sections
-    the key does not hold (those after its stage) and fields it leaves out (``data.root``,
-    ``stage1.integrated`` for Stage I) do not enter that kind's key, so
-    ``artefact_key(config_from_key(k), kind) == k`` while code and data are unchanged; a setting
-    added since takes the profile's value, so the key then differs by it."""
-    d = profile(profile_name if profile_name in PROFILES else "cpu").to_dict()
-    d.update({s: {**d[s], **key[s]} for s in STAGES if s in key})
-    if "seed" in key:
-        d["seed"] = key["seed"]
-    return from_dict(RunConfig, d)
 
 
 # --------------------------------------------------------------------------- paper rows

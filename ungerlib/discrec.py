@@ -12,33 +12,31 @@ semantic branch here). :class:`DiscRecUNGER` keeps that and adds, per item, the 
 mean over the item's tokens) and DiscRec's gate between the two; decoder, IKD and beam search are
 UNGER's. It is trained by :func:`ungerlib.stage2.train_stage2` through its ``model_cls`` hook;
 :func:`run_discrec` / :func:`evaluate_discrec` cache it like :func:`ungerlib.stage2.run_stage2` /
-``evaluate_stage2``, keyed by Stage II's key plus this module's code hash.
+``evaluate_stage2``, under their own artefact kinds (:mod:`ungerlib.artefacts`).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from . import config as C
+from . import artefacts, config as C
 from .codes import CodeTable
 from .rankings import save_rankings
 from .stage2 import DEVICE, UNGER, _inputs, build_model, rows, train_stage2
-from .store import atomic_torch_save, atomic_write_json, cached
+from .store import atomic_torch_save, atomic_write_json
 
 
 class DiscRecUNGER(UNGER):
     """UNGER whose encoder item vector is DiscRec's gated mix of a semantic branch (the sum of the
     item's code-token embeddings, as UNGER) and a collaborative branch (see the module docstring)."""
 
-    def __init__(self, table: CodeTable, d_int: int, s2: C.Stage2Config, max_hist: int,
-                 init: np.ndarray | None = None):
+    def __init__(self, table: CodeTable, d_int: int, s2: C.Stage2Config, max_hist: int):
         if s2.history_tokens == "item":
             raise ValueError("DiscRec mixes code tokens: stage2.history_tokens must be 'codes' or 'both', not 'item'")
-        super().__init__(table, d_int, s2, max_hist, init)
+        super().__init__(table, d_int, s2, max_hist)
         d = s2.d_model
         self.code_pos = nn.Parameter(torch.randn(self.Lc, d) * 0.02)  # item-level position of a code token
         self.co_ln1, self.co_ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
@@ -75,16 +73,6 @@ class DiscRecUNGER(UNGER):
         return x.reshape(*shape, -1)
 
 
-def _key(cfg: C.RunConfig, kind: str) -> dict[str, Any]:
-    return {**C.artefact_key(cfg, kind), "variant": "DiscRec", "variant_code": C.module_hash("discrec")}
-
-
-def current_key(key: dict[str, Any], kind: str, profile: str = "cpu") -> dict[str, Any]:
-    """The key the current code computes for a recorded ``stage2_discrec`` / ``eval_discrec`` key (what
-    ``python -m ungerlib.reproduce --check`` compares)."""
-    return _key(C.config_from_key(key, profile), {"stage2_discrec": "stage2", "eval_discrec": "eval"}[kind])
-
-
 def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> tuple[DiscRecUNGER, list[dict]]:
     """Cached Stage II training of :class:`DiscRecUNGER` (``stage2.train_stage2`` with ``model_cls``)."""
     splits, table, emb = _inputs(cfg)
@@ -95,7 +83,7 @@ def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) ->
         atomic_write_json(out / "history.json", hist)
         return {"best_epoch": max(hist, key=lambda h: h["valid_ndcg@20"])["epoch"]}
 
-    art = cached("stage2_discrec", _key(cfg, "stage2"), build, force=force)
+    art = artefacts.cached("stage2_discrec", cfg, build, force=force)
     model = build_model(table, emb, cfg.stage2, splits.max_len, cfg.seed, DiscRecUNGER)
     model.load_state_dict(torch.load(art.path / "model.pt", map_location=DEVICE))
     return model.eval(), art.json("history")
@@ -103,11 +91,10 @@ def run_discrec(cfg: C.RunConfig, force: bool = False, progress: bool = True) ->
 
 def evaluate_discrec(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     """As ``stage2.evaluate_stage2`` for the DiscRec variant: metrics and ``{valid,test}_{all,excl}.npy``."""
-    model, _ = run_discrec(cfg)
-    splits, table, _ = _inputs(cfg)
-
     def build(out: Path, work: Path) -> dict[str, Any]:
+        model, _ = run_discrec(cfg)
+        splits, table, _ = _inputs(cfg)
         return {"metrics": save_rankings(model, splits, table, cfg.eval, out)}
 
-    art = cached("eval_discrec", _key(cfg, "eval"), build, force=force)
+    art = artefacts.cached("eval_discrec", cfg, build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

@@ -18,8 +18,7 @@ each item's unicode and returns valid, distinct items. ``lambda = (0, 0)`` is th
 
 lambda is a decoding setting chosen on validation NDCG@20 (every item ranked) over :data:`GRID`
 (:func:`tune`); nothing is retrained. ``evaluate_neighbours(cfg, lam)`` caches valid and test
-rankings (artefact kind ``eval_neighbours``, keyed by Stage II's evaluation key, lambda and this
-module's code hash).
+rankings (artefact kind ``eval_neighbours``, keyed by Stage II's evaluation key and lambda).
 
     python -m ungerlib.neighbours --profile cpu --dataset Sports
 """
@@ -36,9 +35,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from . import cli, config as C, runtime
+from . import artefacts, cli, config as C, runtime
 from .rankings import save_rankings
-from .store import cached
 
 # (lambda_0, lambda_1) tried by :func:`tune`; (0, 0) is row J's own evaluation. On Beauty, 4,000
 # validation users of row J (a session's screen): (0, 2), (0, 5), (0, 10), (2, 5), (5, 10) lifted
@@ -100,36 +98,23 @@ class NeighbourDecoder(nn.Module):
         return self._boost(self.model.decode_step(st, parent, tok), st.node, st.level)
 
 
-def _key(cfg: C.RunConfig, lam: tuple[float, float]) -> dict[str, Any]:
-    return {**C.artefact_key(cfg, "eval"), "neighbour_lambda": [float(x) for x in lam],
-            "neighbours_code": C.module_hash("neighbours")}
-
-
-def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
-    """The key the current code computes for a recorded ``eval_neighbours`` key (what
-    ``python -m ungerlib.reproduce --check`` compares): same settings, seed and lambda."""
-    lam = key.get("neighbour_lambda")
-    if not isinstance(lam, list) or len(lam) != 2:
-        raise ValueError(f"an eval_neighbours key must hold neighbour_lambda [first, below], got {lam!r}")
-    return _key(C.config_from_key(key, profile), (float(lam[0]), float(lam[1])))
-
-
-def evaluate_neighbours(cfg: C.RunConfig, lam: tuple[float, float], force: bool = False) -> dict[str, Any]:
+def evaluate_neighbours(cfg: C.RunConfig, neighbour_lambda: tuple[float, float], force: bool = False) -> dict[str, Any]:
     """As ``stage2.evaluate_stage2`` (beam ``cfg.eval.beam``, valid and test, both rankings, rankings
-    saved) for ``cfg``'s cached Stage II model decoded by :class:`NeighbourDecoder` with ``lam``;
-    ``(0, 0)`` returns ``evaluate_stage2(cfg)`` itself."""
+    saved) for ``cfg``'s cached Stage II model decoded by :class:`NeighbourDecoder` with lambda
+    ``neighbour_lambda`` (first level, below); ``(0, 0)`` returns ``evaluate_stage2(cfg)`` itself."""
     from .stage2 import _inputs, evaluate_stage2, run_stage2
 
-    if tuple(lam) == (0.0, 0.0):
+    lam = (float(neighbour_lambda[0]), float(neighbour_lambda[1]))
+    if lam == (0.0, 0.0):
         return evaluate_stage2(cfg)
-    model, _ = run_stage2(cfg, progress=False)
-    splits, table, emb = _inputs(cfg)
-    fused = NeighbourDecoder(model, emb, lam).eval()
 
     def build(out: Path, work: Path) -> dict[str, Any]:
+        model, _ = run_stage2(cfg, progress=False)
+        splits, table, emb = _inputs(cfg)
+        fused = NeighbourDecoder(model, emb, lam).eval()
         return {"metrics": save_rankings(fused, splits, table, cfg.eval, out)}
 
-    art = cached("eval_neighbours", _key(cfg, lam), build, force=force)
+    art = artefacts.cached("eval_neighbours", cfg, build, force=force, neighbour_lambda=list(lam))
     return {**art.json("metrics"), "path": str(art.path)}
 
 

@@ -40,11 +40,6 @@ OURS = "UNGER (ours)"
 PLAIN = "UNGER, plain beam (paper's decoding)"
 DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
 CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
-# the adapter module whose code hash keys each rerun model's artefacts, and the stages it also reads
-MODULE = {"SASRec": "cornac_baselines", "BERT4Rec": "cornac_baselines", "GRU4Rec": "cornac_baselines",
-          "TIGER": "cornac_tiger", "LightGCN": "alpharec", "AlphaRec": "alpharec"}
-USES = {"TIGER": ("semantic",), "AlphaRec": ("semantic",)}
-
 # Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
 _BASE: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
@@ -112,49 +107,31 @@ def grid(profile: str, model: str) -> list[dict[str, Any]]:
 
 
 def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = False) -> RunResult:
-    """One trained configuration of ``model`` on ``cfg``'s data (cached; see :func:`baselines.cached_run`)."""
+    """One trained configuration of ``model`` on ``cfg``'s data (cached as artefact kind
+    ``baseline.<model>``; see :func:`baselines.cached_run`)."""
     from .data import get_splits
 
+    if model not in RERUN:
+        raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
     ds, splits = get_splits(cfg)
-    if model == "TIGER":
-        from . import cornac_tiger
-        from .semantic import semantic_embeddings
 
-        features = semantic_embeddings(cfg)
-        return cached_run(cfg, model, params, MODULE[model],
-                          lambda work: cornac_tiger.fit_and_rank(params, ds, splits, cfg.seed, features, work),
-                          splits, USES[model], force)
-    if model in CORNAC:
-        from . import cornac_baselines as cb
-
-        return cached_run(cfg, model, params, MODULE[model],
-                          lambda work: cb.fit_and_rank(model, params, ds, splits, cfg.seed, work), splits, (), force)
-    if model in ("LightGCN", "AlphaRec"):
-        from . import alpharec
-
-        features = None
-        if model == "AlphaRec":
+    def train(work):
+        if model == "TIGER":
+            from . import cornac_tiger
             from .semantic import semantic_embeddings
 
-            features = semantic_embeddings(cfg)
-        return cached_run(cfg, model, params, MODULE[model],
-                          lambda work: alpharec.fit_and_rank(model, params, splits, cfg.seed, features, work),
-                          splits, USES.get(model, ()), force)
-    raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
+            return cornac_tiger.fit_and_rank(params, ds, splits, cfg.seed, semantic_embeddings(cfg), work)
+        if model in CORNAC:
+            from . import cornac_baselines as cb
 
+            return cb.fit_and_rank(model, params, ds, splits, cfg.seed, work)
+        from . import alpharec
+        from .semantic import semantic_embeddings
 
-def current_key(key: dict[str, Any], profile: str = "cpu") -> dict[str, Any]:
-    """The key the current code computes for a recorded ``baseline`` artefact key (what
-    ``python -m ungerlib.reproduce --check`` compares): same data, seed, model and parameters."""
-    from .baselines import run_key
-    # config.config_from_key is the same function; switching to it changes this module's hash, which
-    # notebooks 04 and 11 record, so it waits for their next regeneration.
-    from .reproduce import config_from_key
+        features = semantic_embeddings(cfg) if model == "AlphaRec" else None
+        return alpharec.fit_and_rank(model, params, splits, cfg.seed, features, work)
 
-    model = key.get("model")
-    if model not in MODULE:
-        raise BaselineError(f"unknown rerun baseline {model!r} in a recorded key; known: {RERUN}")
-    return run_key(config_from_key(key, profile), model, key["params"], MODULE[model], USES.get(model, ()))
+    return cached_run(cfg, model, params, train, splits, force)
 
 
 @dataclass

@@ -132,14 +132,13 @@ def _write_provenance(path: Path, name: str, cfg: Any, profile: str, extra: dict
     data of each config (kind ``data``), sorted and de-duplicated; ``code``, the hash of each
     ``ungerlib`` module loaded when it was written (docstrings and comments ignored);
     ``profile_config``, the profile's settings then."""
-    from . import config
-    from .config import artefact_key
+    from . import artefacts, config
     from .data import content_hash
     from .store import artefacts_read, config_hash
 
     cfgs = [cfg] if isinstance(cfg, RunConfig) else list(cfg or [])
     configs = _configs(cfgs)
-    data_keys = [artefact_key(c, "data") for c in cfgs]
+    data_keys = [artefacts.key("data", c) for c in cfgs]
     read = {(a["kind"], a["key_hash"]): a for a in artefacts_read()}
     read.update({("data", config_hash(k)): {"kind": "data", "key_hash": config_hash(k), "key": k} for k in data_keys})
     rec = provenance({"configs": configs}, name=name, profile=profile,
@@ -148,25 +147,25 @@ def _write_provenance(path: Path, name: str, cfg: Any, profile: str, extra: dict
                      datasets=sorted({c["data"]["dataset"] for c in configs}),
                      artefacts=[read[k] for k in sorted(read)], code=source_hashes(),
                      profile_config=config.profile(profile).to_dict() if profile in config.PROFILES else None,
-                     **extra)
+                     notebook=os.environ.get("UNGER_NOTEBOOK") or None, **extra)
     rec.pop("key_hash", None)
     atomic_write_json(path, rec)
 
 
 def source_hashes(modules: Iterable[str] | None = None) -> dict[str, str]:
     """Hash of the normalised source (docstrings, comments and layout ignored) of each ``ungerlib``
-    module in ``modules`` (default: every one this process has imported) except
-    :data:`ungerlib.config.NEUTRAL_MODULES`: the code that may have shaped an output beyond the
-    artefacts it read (analysis, formatting). A module without a source file is left out."""
-    import hashlib
+    module in ``modules`` (dotted names below the package; default: every one this process has
+    imported) except :data:`ungerlib.artefacts.NEUTRAL`: the code that may have shaped an output beyond
+    the artefacts it read (analysis, formatting). ``reproduce --check`` reports a change of one as
+    information, not as a stale output. A module without a source file is left out."""
     import sys
 
-    from . import config
+    from . import artefacts
 
     if modules is None:
-        modules = {m.split(".")[1] for m in list(sys.modules) if m.startswith("ungerlib.") and m.count(".") == 1}
-    return {m: hashlib.sha256(config._normalised(m).encode()).hexdigest()[:12]
-            for m in sorted(set(modules) - config.NEUTRAL_MODULES) if config._path(m).exists()}
+        modules = {m.split(".", 1)[1] for m in list(sys.modules) if m.startswith("ungerlib.")}
+    return {m: artefacts.source_hash(m) for m in sorted(set(modules) - artefacts.NEUTRAL)
+            if artefacts._module_path(m).is_file()}
 
 
 def _profile_of(cfg: Any, profile: str | None) -> str:

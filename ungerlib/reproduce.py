@@ -30,11 +30,12 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import cli, config, runtime
-from .config import PROFILES, RunConfig, config_from_key
+from . import artefacts, cli, config, runtime
+from .config import PROFILES
 from .report import figures_dir, source_hashes
 from .store import REPO_ROOT, atomic_write_json, checkout_root, config_hash, git_commit
 
@@ -108,9 +109,10 @@ def check_inputs(profile: str, datasets: list[str] | None) -> None:
 
 
 @contextlib.contextmanager
-def kernel_environment() -> Iterator[None]:
-    """The environment notebook kernels start with: the thread policy, text progress bars."""
-    env = {**runtime.thread_env(), "UNGER_PROGRESS": "text"}
+def kernel_environment(notebook: str = "") -> Iterator[None]:
+    """The environment notebook kernels start with: the thread policy, text progress bars, and the
+    notebook's name (recorded in the provenance of what it saves)."""
+    env = {**runtime.thread_env(), "UNGER_PROGRESS": "text", "UNGER_NOTEBOOK": notebook}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -164,7 +166,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         out = out_dir / nb.name
         runtime.log(f"[reproduce] notebook {i}/{len(nbs)}: {nb.stem} ({'prepare' if nbval else 'run'}, "
                     f"profile {profile}; {runtime.duration(t0 - started)} so far)")
-        with kernel_environment():
+        with kernel_environment(nb.stem):
             _execute(nb, out, params, prepare_only=nbval)
         if not nbval:
             runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
@@ -211,47 +213,29 @@ def _repo_relative(path: str | Path) -> str:
 OUTPUT_SUFFIXES = (".csv", ".md", ".png")
 
 
-# Artefact kinds built outside the pipeline stages: the function that recomputes a recorded key under
-# the current code ("module:function", called with the key, and the kind where it serves several).
-EXTERNAL_KINDS = {"baseline": "overall:current_key", "stage2_discrec": "discrec:current_key",
-                  "eval_discrec": "discrec:current_key", "eval_neighbours": "neighbours:current_key"}
+@dataclass
+class Finding:
+    """What ``--check`` found about one output: why it is stale (empty: it is current), notes that do
+    not make it stale (code that changed while every artefact kept its version), and the command
+    that makes it current."""
 
-
-def _external_key(kind: str, key: dict[str, Any], profile: str) -> dict[str, Any]:
-    import importlib
-
-    module, fn = EXTERNAL_KINDS[kind].split(":")
-    f = getattr(importlib.import_module(f"ungerlib.{module}"), fn)
-    return f(key, kind, profile) if module == "discrec" else f(key, profile)
-
-
-def _key_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 4) -> str:
-    """The settings two keys differ in, as ``a.b old -> new``, at most ``limit`` of them."""
-    diffs = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k, "(none)"), new.get(k, "(none)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{k}.{f} {a.get(f, '(none)')} -> {b.get(f, '(none)')}"
-                      for f in sorted(set(a) | set(b)) if a.get(f, "(none)") != b.get(f, "(none)")]
-        elif a != b:
-            diffs.append(f"{k} {a} -> {b}")
-    return ", ".join(diffs[:limit]) + (f" (+{len(diffs) - limit} more)" if len(diffs) > limit else "")
+    stale: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    command: str = ""
 
 
 def _artefact_problem(art: dict[str, Any], profile: str, memo: dict) -> str | None:
-    """Why a recorded artefact would not be the one the current code and configs use, or None."""
+    """Why a recorded artefact would not be the one the current registry and configs use, or None."""
     kind, recorded = art.get("kind"), art.get("key_hash")
     if (kind, recorded, profile) not in memo:
         key = art.get("key") or {}
         try:
             if config_hash(key) != recorded:
                 raise ValueError(f"its recorded key does not hash to {recorded}")
-            current = (_external_key(kind, key, profile) if kind in EXTERNAL_KINDS
-                       else config.artefact_key(config_from_key(key, profile), kind))
-            why = None if config_hash(current) == recorded else (
-                f"{kind} {recorded} is now {config_hash(current)}: {_key_diff(key, current)}")
+            current = artefacts.current_key(kind, key, profile)
+            why = None if config_hash(current) == recorded else f"{kind} re-keyed ({artefacts.changes(key, current)})"
         except Exception as e:  # unknown kind, settings that no longer load, missing data files
-            why = f"{kind} {recorded} cannot be recomputed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            why = f"{kind} cannot be recomputed ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
         memo[kind, recorded, profile] = why
     return memo[kind, recorded, profile]
 
@@ -262,23 +246,29 @@ def _profile_changes(rec: dict[str, Any], arts: list[dict[str, Any]]) -> list[st
     then, name = rec.get("profile_config"), rec.get("profile")
     if not then or name not in PROFILES:
         return []
-    stages = [config.STAGES.index(a["kind"]) for a in arts if a.get("kind") in config.STAGES]
+    sections = {s for a in arts if a.get("kind") in artefacts.KINDS
+                for k in artefacts.get(a["kind"]).chain() for s in k.sections}
+    keep = [s for s in config.STAGES if s in sections] + ["seed"]
     now = config.profile(name).to_dict()
-    keep = list(config.STAGES[: max(stages, default=0) + 1]) + ["seed"]
-    diff = _key_diff({k: then.get(k) for k in keep}, {k: now.get(k) for k in keep})
-    return [f"profile {name} changed since: {diff}"] if diff else []
+    diff = artefacts.changes({k: then.get(k) for k in keep}, {k: now.get(k) for k in keep})
+    return [f"profile {name} changed ({diff})"] if diff else []
 
 
-def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | None = None) -> dict[str, list[str]]:
+def _command(rec: dict[str, Any], profile: str) -> str:
+    nb = rec.get("notebook")
+    return f"python -m ungerlib.reproduce --profile {profile}" + (f" --only {nb[:2]}" if nb else "")
+
+
+def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | None = None) -> dict[str, Finding]:
     """Every table or figure in ``folder`` (default :func:`~ungerlib.report.figures_dir` of
-    ``profile``) that may not be what the current code and configs would make: ``{name: [reasons]}``.
+    ``profile``) with something to say: ``{name: Finding}``; an output is stale when
+    ``Finding.stale`` is not empty.
 
-    A name is listed when it has no provenance record; when its record names no artefact (made
-    before provenance named them, or outside the pipeline), names an artefact whose key the current
-    code and configs compute differently (:func:`ungerlib.config.artefact_key` of the config rebuilt
-    from the recorded key), or a module whose source changed since (``code``); when the profile's
-    settings changed since in a section up to the last stage it read (``profile_config``); or when it
-    was made from a tree with uncommitted changes (unless ``allow_dirty``) or at an unknown commit.
+    Stale: no provenance record; a record that names no artefact; an artefact whose key the current
+    registry computes differently (:func:`ungerlib.artefacts.current_key`: a setting, a data file or a
+    kind's version changed); profile settings changed since in a section it read; made from a tree with
+    uncommitted changes (unless ``allow_dirty``) or at an unknown commit. A note, not stale: the code of
+    a module it loaded changed while every artefact kept its key ("code changed, version kept").
     """
     d = Path(folder) if folder is not None else figures_dir(profile)
     names: dict[str, set[str]] = {}
@@ -287,35 +277,35 @@ def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | 
             names.setdefault(p.name[: -len(".provenance.json")], set()).add("provenance")
         elif p.suffix in OUTPUT_SUFFIXES and not p.name.startswith("."):
             names.setdefault(p.name[: -len(p.suffix)], set()).add(p.suffix)
-    problems: dict[str, list[str]] = {}
+    out: dict[str, Finding] = {}
     memo: dict = {}
     for name, kinds in sorted(names.items()):
         if "provenance" not in kinds:
-            problems[name] = [f"no {name}.provenance.json"]
+            out[name] = Finding([f"no {name}.provenance.json"], command=_command({}, profile))
             continue
         rec = json.loads((d / f"{name}.provenance.json").read_text())
-        why = []
+        f = Finding(command=_command(rec, rec.get("profile") or profile))
         commit = str(rec.get("git_commit", "unknown"))
         if commit in ("", "unknown"):
-            why.append("made at an unknown commit")
+            f.stale.append("made at an unknown commit")
         elif commit.endswith("+dirty") and not allow_dirty:
-            why.append(f"made from a tree with uncommitted changes ({commit})")
+            f.stale.append(f"made from uncommitted changes ({commit[:12]})")
         arts = rec.get("artefacts") or []
         if not arts:
-            why.append("its provenance names no artefact it read")
+            f.stale.append("its provenance names no artefact it read")
         prof = rec.get("profile") or profile
-        why += [w for w in (_artefact_problem(a, prof, memo) for a in arts) if w]
-        why += _profile_changes(rec, arts)
-        code = rec.get("code")
-        if code is None:
-            why.append("its provenance records no code hashes")
-        else:
-            now = source_hashes(code)
-            why += [f"module {m} changed ({h} -> {now[m]})" if m in now else f"module {m} no longer exists"
-                    for m, h in sorted(code.items()) if now.get(m) != h]
-        if why:
-            problems[name] = why
-    return problems
+        f.stale += [w for w in (_artefact_problem(a, prof, memo) for a in arts) if w]
+        f.stale += _profile_changes(rec, arts)
+        code = rec.get("code") or {}
+        now = source_hashes(code)
+        moved = sorted(m for m, h in code.items() if now.get(m) != h)
+        moved += sorted({a["kind"] for a in arts if a.get("code_hash") and a.get("kind") in artefacts.KINDS
+                         and artefacts.code_hash(artefacts.get(a["kind"]).code) != a["code_hash"]} - set(moved))
+        if moved:
+            f.notes.append(f"code changed, version kept: {', '.join(moved[:4])}" + (f" (+{len(moved) - 4})" if len(moved) > 4 else ""))
+        if f.stale or f.notes:
+            out[name] = f
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,22 +320,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
     ap.add_argument("--check", action="store_true", help="list stale tables/figures (see check()); exit 1 if any")
     ap.add_argument("--allow-dirty", action="store_true", help="with --check: accept outputs of an uncommitted tree")
+    ap.add_argument("--verbose", action="store_true", help="with --check: also list the outputs whose code changed at kept versions")
     a = ap.parse_args(argv)
     if a.check:
-        return _report_check(a.profile, a.allow_dirty)
+        return _report_check(a.profile, a.allow_dirty, a.verbose)
     return cli.run(lambda a: run(a.profile, a.only, a.datasets, a.nbval, parse_params(a.param)), a)
 
 
-def _report_check(profile: str, allow_dirty: bool) -> int:
-    """Print :func:`check`'s findings; the exit status (1 if anything is stale)."""
+def _report_check(profile: str, allow_dirty: bool, verbose: bool = False) -> int:
+    """Print one short line per stale output with the command that makes it current, then a summary;
+    the exit status (1 if anything is stale). ``verbose`` adds the notes (code changed, version kept)."""
     d = figures_dir(profile)
-    problems = check(profile, allow_dirty)
+    found = check(profile, allow_dirty)
     n = len({p.name.split(".")[0] for p in d.iterdir() if p.suffix in OUTPUT_SUFFIXES})
     where = _repo_relative(d) if d.resolve().is_relative_to(REPO_ROOT) else str(d)
-    for name, why in problems.items():
-        print(f"STALE {where}/{name}: " + "; ".join(why))
-    print(f"[check] {where}: {n} tables/figures, {len(problems)} stale", flush=True)
-    return 1 if problems else 0
+    stale = {k: f for k, f in found.items() if f.stale}
+    for name, f in stale.items():
+        extra = f" (+{len(f.stale) - 1} more)" if len(f.stale) > 1 else ""
+        print(f"STALE {name}: {f.stale[0][:160]}{extra} -> {f.command}")
+    noted = [k for k, f in found.items() if f.notes and not f.stale]
+    if verbose:
+        for name in noted:
+            print(f"note  {name}: {found[name].notes[0][:160]}")
+    commands = sorted({f.command for f in stale.values()})
+    print(f"[check] {where}: {n} tables/figures, {len(stale)} stale, {len(noted)} with code changed at kept versions"
+          + (f"; to make them current: {' && '.join(commands)}" if commands else ""), flush=True)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

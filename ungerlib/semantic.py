@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from . import config as C
+from . import artefacts, config as C
 from .data import DataError, Dataset, load_dataset
-from .store import Artefact, cached
+from .store import Artefact
 
 FIELDS = ("title", "brand", "categories", "keywords", "description")
 DECODER_TYPES = {"llama", "mistral", "gpt2", "gpt_neox", "qwen2", "opt", "falcon", "gemma", "phi"}
@@ -161,7 +161,7 @@ def semantic_artefact(cfg: C.RunConfig, force: bool = False) -> Artefact:
         (out / "texts.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
         return {"fields_used": used, "n_items": len(texts), "dim": int(emb.shape[1])}
 
-    return cached("semantic", C.upstream(cfg, "semantic"), build, force=force)
+    return artefacts.cached("semantic", cfg, build, force=force)
 
 
 def semantic_embeddings(cfg: C.RunConfig, force: bool = False) -> np.ndarray:

@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import config as C
+from . import artefacts, config as C
 from .data import PAD, Examples, Splits, get_splits
 from .metrics import rank_metrics
-from .store import atomic_write_json, cached
+from .store import atomic_write_json
 
 # "collaborative": E_C trained jointly with CKA; "adapted": E_T = MAL(E_S);
 # "sum": l2(E_C) + l2(E_T); "concat": [l2(E_C), l2(E_T)].
@@ -295,7 +295,7 @@ def stage1_embeddings(cfg: C.RunConfig, force: bool = False, progress: bool = Tr
     """Cached :func:`train_stage1` on ``cfg``'s data set and semantic embeddings.
 
     The artefact stores E_C and MAL(E_S); the integrated vector is derived on load
-    (:func:`integrated_for`), so the cache key (:func:`ungerlib.config.artefact_key`) leaves out
+    (:func:`integrated_for`), so the cache key (:func:`ungerlib.artefacts.key`) leaves out
     ``stage1.integrated`` and treats the two DIN-alone rows (``collab``, ``concat``) as one run:
     comparing integrated choices or Table 5 rows never retrains (codes, downstream, are keyed by them).
     """
@@ -311,7 +311,7 @@ def stage1_embeddings(cfg: C.RunConfig, force: bool = False, progress: bool = Tr
         atomic_write_json(out / "result.json", meta)
         return {"valid_metrics": res.valid_metrics}
 
-    art = cached("stage1", C.artefact_key(cfg, "stage1"), build, force=force)
+    art = artefacts.cached("stage1", cfg, build, force=force)
     collab = art.npy("collaborative")
     adapted = art.npy("adapted") if (art.path / "adapted.npy").exists() else None
     semantic = None

@@ -20,25 +20,13 @@ profiles use and why):
   and output share one item table.
 * ``valid_children``: the softmax over the next token runs over the children that exist under the
   prefix (about 47 of K = 256 at level 2 on Beauty) instead of all K, in training and in the beam.
-* ``init``: item and node embeddings random, or taken from the Stage I integrated embeddings.
-* ``stage1_base``: a fixed Stage I vector ``b`` (an item's, or a node's items' mean, projected) is added
-  as ``b (I + M)``, ``M`` a learned d x d map that starts at zero: under each history item's encoder
-  vector (``history``), or under every node embedding (``nodes``, whose free table then starts at
-  zero), so weight decay pulls a rarely trained item back to what Stage I knows of it.
-* ``table_decay``: weight decay charges an embedding table's row on every step (Adam's coupled L2), or
-  only on the steps whose batch reads the row (``when_used``), so a rare item is not shrunk towards zero
-  on the thousands of steps that never see it (:func:`decay_when_used`).
 * codes may differ in length (prefix-free); ``[c_dis]`` sits right after each target's last token
   and padded positions are ignored by the loss.
-* ``prior_tau``: the logit-adjusted loss (Menon et al. 2021): in training each child's score gets
-  ``tau log pi(child | parent)`` added, pi its share of the parent's training targets; decoding reads
-  the raw scores, which then rank an item by how much the history lifts it above its popularity.
 * IKD: a linear projection of ``[c_dis]``'s output, dot product or cosine with temperature,
   negatives drawn uniformly from the other items (shared by the batch, accidental hits masked).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,11 +36,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import config as C
+from . import artefacts, config as C
 from .codes import CodeTable
-from .data import PAD, Examples, Splits, get_splits
+from .data import PAD, Splits, get_splits
 from .metrics import rank_metrics
-from .store import atomic_torch_save, atomic_write_json, cached
+from .store import atomic_torch_save, atomic_write_json
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -124,28 +112,13 @@ def rows(weight: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return F.embedding(idx, weight)
 
 
-def _project(x: np.ndarray, d: int) -> np.ndarray:
-    """Rows of ``x`` [n, d_x] as [n, d]: unchanged if d_x == d, top-d principal components if wider,
-    zero-padded if narrower (deterministic: SVD, sign fixed)."""
-    x = x.astype(np.float64) - x.mean(0)
-    if x.shape[1] > d:
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        vt = vt[:d] * np.sign(vt[:d, [0]] + (vt[:d, [0]] == 0))
-        x = x @ vt.T
-    elif x.shape[1] < d:
-        x = np.pad(x, ((0, 0), (0, d - x.shape[1])))
-    return x
-
-
 class UNGER(nn.Module):
     """Encoder-decoder over the unicodes of ``table`` (held as buffers, trie included).
 
-    ``d_int``: width of the Stage I integrated embeddings IKD distils; ``init`` [n_items, d_int]:
-    those embeddings, used to initialise item and node embeddings when ``s2.init == "stage1"``.
+    ``d_int``: width of the Stage I integrated embeddings IKD distils.
     """
 
-    def __init__(self, table: CodeTable, d_int: int, s2: C.Stage2Config, max_hist: int,
-                 init: np.ndarray | None = None):
+    def __init__(self, table: CodeTable, d_int: int, s2: C.Stage2Config, max_hist: int):
         super().__init__()
         codes = table.padded()
         n, Lc = codes.shape
@@ -181,19 +154,11 @@ class UNGER(nn.Module):
         if self.node_tokens:
             self.node_emb = nn.Parameter(torch.randn(n_nodes, d) * std)
             self.node_bias = nn.Parameter(torch.zeros(n_nodes))
-            if s2.stage1_base == "nodes":  # node vector = node_emb (zero at the start) + b (I + base_map)
-                with torch.no_grad():
-                    self.node_emb.zero_()
         else:
             self.dec_tok = nn.Embedding(Lc * K + 1, d)  # + BOS (id Lc*K)
             self.head = nn.Parameter(torch.randn(Lc, K, d) * 0.02)  # one output head per level
             if s2.history_tokens in ("item", "both"):
                 self.item_emb = nn.Parameter(torch.randn(n, d) * std)
-        if s2.stage1_base != "none":  # fixed Stage I vectors b [n_nodes, d] and the learned map M (zero)
-            if init is None:
-                raise ValueError(f"stage2.stage1_base={s2.stage1_base!r} needs the Stage I embeddings (init=...)")
-            self.register_buffer("stage1_vec", torch.from_numpy(self._stage1_nodes(np.asarray(init), std)).float())
-            self.base_map = nn.Parameter(torch.zeros(d, d))
         self.dis = nn.Parameter(torch.randn(d) * 0.02)  # the [c_dis] token
         self.enc_pos = nn.Parameter(torch.randn(max_hist, d) * 0.02)
         layer = nn.TransformerEncoderLayer(d, s2.n_heads, s2.d_ff, s2.dropout, activation="gelu",
@@ -205,58 +170,10 @@ class UNGER(nn.Module):
         self.dec_ln = nn.LayerNorm(d)
         self.ikd = nn.Linear(d, d_int)
         self.drop = nn.Dropout(s2.dropout)
-        if s2.init == "stage1":
-            if init is None:
-                raise ValueError("stage2.init='stage1' needs the Stage I embeddings (init=...)")
-            self._init_from(np.asarray(init), table, std)
-
-    def _stage1_items(self, emb: np.ndarray, std: float) -> np.ndarray:
-        """Stage I embeddings [n_items, d_int] projected to [n_items, d_model], per-coordinate std ``std``."""
-        x = _project(emb, self.d)
-        return x * (std / x.std())
-
-    def _stage1_nodes(self, emb: np.ndarray, std: float) -> np.ndarray:
-        """[n_nodes, d_model]: each trie node the mean of its items' projected Stage I embeddings (the
-        root: of every item), rescaled to per-coordinate std ``std``."""
-        x = self._stage1_items(emb, std)
-        n_nodes = len(self.next_node)
-        nodes, count = np.zeros((n_nodes, self.d)), np.zeros(n_nodes)
-        path = self.path.cpu().numpy()
-        for lvl in range(self.Lc):
-            ok = path[:, lvl] >= 0
-            np.add.at(nodes, path[ok, lvl], x[ok])
-            np.add.at(count, path[ok, lvl], 1)
-        nodes[0], count[0] = x.sum(0), len(x)
-        nodes = nodes / count.clip(1)[:, None]
-        return nodes * (std / nodes.std())
-
-    @torch.no_grad()
-    def _init_from(self, emb: np.ndarray, table: CodeTable, std: float) -> None:
-        """Item rows = Stage I embeddings (projected to d_model); a trie node = mean of its items;
-        rescaled to the random init's per-coordinate std."""
-        if self.node_tokens:
-            self.node_emb.copy_(torch.from_numpy(self._stage1_nodes(emb, std)).float())
-        elif hasattr(self, "item_emb"):
-            self.item_emb.copy_(torch.from_numpy(self._stage1_items(emb, std)).float())
-
-    def tables(self) -> list[nn.Parameter]:
-        """The embedding tables a batch reads by row: item, trie-node (embedding and output bias) and
-        code-token tables; ``table_decay`` treats them apart from every other parameter."""
-        names = ("node_emb", "node_bias", "item_emb", "enc_code.weight", "dec_tok.weight")
-        params = dict(self.named_parameters())
-        return [params[n] for n in names if n in params]
-
-    def stage1_vectors(self, node: torch.Tensor) -> torch.Tensor:
-        """The fixed Stage I vectors b of trie nodes [..] mapped by I + ``base_map``: b + b M [.., d]
-        (weight decay pulls M to zero, never b)."""
-        b = rows(self.stage1_vec, node)
-        return b + b @ self.base_map
 
     def node_vectors(self, node: torch.Tensor) -> torch.Tensor:
-        """Embeddings of trie nodes [..] -> [.., d] (per-node tokens): the free table, plus
-        :meth:`stage1_vectors` under ``stage1_base="nodes"``."""
-        v = rows(self.node_emb, node)
-        return v + self.stage1_vectors(node) if self.s2.stage1_base == "nodes" else v
+        """Embeddings of trie nodes [..] -> [.., d] (per-node tokens)."""
+        return rows(self.node_emb, node)
 
     # ------------------------------------------------------------------ encoder
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
@@ -268,8 +185,6 @@ class UNGER(nn.Module):
             x = self.enc_code(tok).sum(-2)
         if self.s2.history_tokens in ("item", "both"):
             x = x + (self.node_vectors(self.leaf[items]) if self.node_tokens else rows(self.item_emb, items))
-        if self.s2.stage1_base == "history":
-            x = x + self.stage1_vectors(self.leaf[items])
         return x
 
     def encode(self, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,7 +242,7 @@ class UNGER(nn.Module):
         beam has R = users x beams rows over few distinct parents (at level 1 at most K), so each
         child's embedding is read once per parent, not once per row (``bench/bench_beam.py``); in
         training autograd's per-group overhead makes it slower than :meth:`_child_scores_by_row`."""
-        table = self.node_vectors(torch.arange(len(self.node_emb), device=h.device)) if self.s2.stage1_base == "nodes" else self.node_emb
+        table = self.node_emb
         parents, inv, counts = torch.unique(node, return_inverse=True, return_counts=True)
         groups = torch.argsort(inv, stable=True).split(counts.tolist())
         vals, r_idx, c_idx = [], [], []
@@ -392,15 +307,10 @@ class UNGER(nn.Module):
         return logits, code, self.ikd(dis)
 
     def loss(self, hist: torch.Tensor, target: torch.Tensor, E: torch.Tensor | None,
-             neg: torch.Tensor | None, offset: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+             neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Eq. 8 on a batch: ``{"loss", "gen", "ikd"}``. ``E`` [n, d_int]: Stage I integrated
-        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term). ``offset``
-        [n_nodes]: added to each child node's score inside the generation loss only (the logit-adjusted
-        loss: ``prior_tau * log pi(node | parent)``, :func:`train_stage2`); decoding never sees it."""
+        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term)."""
         logits, code, dis = self(hist, target)
-        if offset is not None:  # each (level, token) column's child under the target's prefix at that level
-            child = self.next_node[self.prefixes(target)]  # [B, Lc, K], -1 = no such child
-            logits = logits + torch.where(child >= 0, offset[child.clamp(min=0)], 0.0)
         gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
         if not self.s2.ikd or E is None or neg is None:
             return {"loss": gen, "gen": gen, "ikd": torch.zeros(())}
@@ -441,52 +351,7 @@ def build_model(table: CodeTable, integrated: np.ndarray, s2: C.Stage2Config, ma
                 model_cls: type[UNGER] = UNGER) -> UNGER:
     """A freshly initialised ``model_cls`` (UNGER or a subclass: variants outside the paper) on DEVICE."""
     torch.manual_seed(seed)
-    return model_cls(table, integrated.shape[1], s2, max_hist, integrated).to(DEVICE)
-
-
-ALPHA = 1.0  # Laplace smoothing of the trie's child counts in node_log_prior
-
-
-def node_log_prior(table: CodeTable, counts: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
-    """[n_nodes] log pi(node | parent): the smoothed share of the parent's training targets (``counts``
-    [n_items], e.g. ``np.bincount(splits.train.target)``) that lie under the node; 0 at the root.
-    Each parent's children sum to probability 1."""
-    counts = np.asarray(counts, dtype=np.float64)
-    if counts.shape != (len(table),):
-        raise ValueError(f"counts must be one per item [{len(table)}], got shape {counts.shape}")
-    if (counts < 0).any() or not np.isfinite(counts).all():
-        raise ValueError("counts must be finite and non-negative")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be positive (smoothing keeps every log prior finite), got {alpha}")
-    nxt = table.next_node
-    n_nodes = len(nxt)
-    under = np.zeros(n_nodes)  # training targets under each node
-    for i, code in enumerate(table.codes):
-        node = 0
-        for t in code:
-            node = nxt[node, t]
-            under[node] += counts[i]
-    out = np.zeros(n_nodes)
-    for parent in np.flatnonzero((nxt >= 0).any(1)):
-        kids = nxt[parent][nxt[parent] >= 0]
-        out[kids] = np.log((under[kids] + alpha) / (under[kids].sum() + alpha * len(kids)))
-    return out
-
-
-def decay_when_used(model: UNGER, weight_decay: float) -> list[dict[str, Any]]:
-    """Adam parameter groups for ``table_decay="when_used"``: the tables of :meth:`UNGER.tables` leave
-    the optimiser's L2 (group weight decay 0) and a gradient hook adds ``weight_decay * row`` to each row
-    whose data gradient is nonzero, i.e. the rows the batch read; every other parameter keeps Adam's
-    coupled L2. (The hook's term is added before gradient clipping, Adam's after it.)"""
-    tables = model.tables()
-    for p in tables:
-        def charge(g: torch.Tensor, p: nn.Parameter = p) -> torch.Tensor:
-            used = (g != 0).reshape(len(g), -1).any(1).reshape(-1, *([1] * (g.dim() - 1)))
-            return g + weight_decay * p.detach() * used
-        p.register_hook(charge)
-    ids = {id(p) for p in tables}
-    return [{"params": tables, "weight_decay": 0.0},
-            {"params": [p for p in model.parameters() if id(p) not in ids]}]
+    return model_cls(table, integrated.shape[1], s2, max_hist).to(DEVICE)
 
 
 def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: C.RunConfig,
@@ -505,23 +370,17 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
     tr, n = splits.train, splits.n_items
     lengths = tr.lengths
 
-    offset = None
-    if s2.prior_tau > 0:  # the logit-adjusted loss: tau log pi(node | parent) of the training targets
-        log_prior = node_log_prior(table, np.bincount(tr.target, minlength=n))
-        offset = torch.from_numpy(s2.prior_tau * log_prior).float().to(DEVICE)
-
     def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives)).to(DEVICE) if s2.ikd else None
         hist = torch.from_numpy(trim(tr.history[idx])).to(DEVICE)
-        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg, offset)
+        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg)
 
     def validate() -> dict[str, float]:
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
         return rank_metrics(ranked, splits.valid.target)
 
-    groups = decay_when_used(model, s2.weight_decay) if s2.table_decay == "when_used" else None
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s2.batch_size, rng, lengths, s2.bucket),
-              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch, groups)
+              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch)
     return model, res.history
 
 
@@ -545,7 +404,7 @@ def run_stage2(cfg: C.RunConfig, force: bool = False, progress: bool = True) -> 
         return {"best_epoch": best["epoch"],
                 "valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_") and not k.endswith("_s")}}
 
-    art = cached("stage2", C.artefact_key(cfg, "stage2"), build, force=force)
+    art = artefacts.cached("stage2", cfg, build, force=force)
     model = build_model(table, emb, cfg.stage2, splits.max_len, cfg.seed)
     model.load_state_dict(torch.load(art.path / "model.pt", map_location=DEVICE))
     return model.eval(), art.json("history")
@@ -557,23 +416,14 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
 
     Per-user top-20 rankings are saved (``{valid,test}_{all,excl}.npy``) next to the metrics so
     anyone can recompute them or run paired tests (:func:`ungerlib.significance.paired_test`).
+    The model is loaded only when the evaluation is not cached yet.
     """
-    from .beam import recommend_both
-
-    model, _ = run_stage2(cfg)
-    splits, table, _ = _inputs(cfg)
+    from .rankings import save_rankings
 
     def build(out: Path, work: Path) -> dict[str, Any]:
-        res: dict[str, Any] = {}
-        for split in ("valid", "test"):
-            ex: Examples = getattr(splits, split)
-            both = recommend_both(model, ex.history, table, beam=cfg.eval.beam, topk=max(cfg.eval.ks),
-                                  exclude=ex.exclude)
-            for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
-                np.save(out / f"{tag}.npy", ranked)
-                res[tag] = rank_metrics(ranked, ex.target, cfg.eval.ks)
-        atomic_write_json(out / "metrics.json", res)
-        return {"metrics": res}
+        model, _ = run_stage2(cfg)
+        splits, table, _ = _inputs(cfg)
+        return {"metrics": save_rankings(model, splits, table, cfg.eval, out)}
 
-    art = cached("eval", C.artefact_key(cfg, "eval"), build, force=force)
+    art = artefacts.cached("eval", cfg, build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

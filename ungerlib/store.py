@@ -13,9 +13,10 @@ gone) are removed by the next build in the same folder.
 Files and folders are written with the permissions the umask allows (a shared cache stays readable
 to colleagues with umask 022), not the owner-only ones of :mod:`tempfile`.
 
-The root (:func:`artefact_root`) is ``$UNGER_ARTEFACTS``; else ``artefacts/`` of the source checkout
-the package runs from; else, for an installed package, ``$XDG_CACHE_HOME/ungerlib/artefacts``
-(``~/.cache/ungerlib/artefacts``).
+The root (:func:`artefact_root`) is ``$UNGER_ARTEFACTS``, else ``$XDG_CACHE_HOME/ungerlib/artefacts``
+(``~/.cache/ungerlib/artefacts``), the convention of Hugging Face and torch: outside any checkout, so a
+new clone of the same code reuses what an earlier one built. What a key holds, and which kinds exist,
+is :mod:`ungerlib.artefacts`' business; this module only stores folders under the keys it is given.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import runtime
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -43,17 +46,14 @@ def checkout_root() -> Path | None:
 
 
 def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/ungerlib`` (``~/.cache/ungerlib``): where an installed package keeps artefacts."""
+    """``$XDG_CACHE_HOME/ungerlib`` (``~/.cache/ungerlib``): where artefacts are kept by default."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ungerlib"
 
 
 def artefact_root() -> Path:
-    """``$UNGER_ARTEFACTS``, else ``<checkout>/artefacts``, else ``~/.cache/ungerlib/artefacts``."""
+    """``$UNGER_ARTEFACTS``, else ``$XDG_CACHE_HOME/ungerlib/artefacts`` (``~/.cache/ungerlib/artefacts``)."""
     env = os.environ.get("UNGER_ARTEFACTS")
-    if env:
-        return Path(env).expanduser()
-    root = checkout_root()
-    return root / "artefacts" if root else user_cache_dir() / "artefacts"
+    return Path(env).expanduser() if env else user_cache_dir() / "artefacts"
 
 
 def config_hash(key: Any, n: int = 12) -> str:
@@ -110,7 +110,7 @@ def environment() -> dict[str, str]:
     import sklearn
     import torch
 
-    from . import runtime
+
 
     return {"python": platform.python_version(), "torch": torch.__version__,
             "numpy": np.__version__, "sklearn": sklearn.__version__,
@@ -271,30 +271,49 @@ def _drop_if_empty(folder: Path) -> None:
         pass
 
 
+def path(kind: str, key: dict[str, Any], root: str | Path | None = None) -> Path:
+    """Where artefact ``kind`` with ``key`` lives (whether or not it is built)."""
+    return (Path(root) if root is not None else artefact_root()) / kind / config_hash(key)
+
+
+def work_dir(kind: str, key: dict[str, Any], root: str | Path | None = None) -> Path:
+    """The folder where a build of artefact ``kind`` with ``key`` keeps its checkpoints."""
+    final = path(kind, key, root)
+    return final.with_name(final.name + ".work")
+
+
+def state(kind: str, key: dict[str, Any], root: str | Path | None = None) -> str:
+    """``built``; ``checkpoint`` when a killed build left a checkpoint (the next build resumes it);
+    else ``missing``."""
+    if path(kind, key, root).is_dir():
+        return "built"
+    work = work_dir(kind, key, root)
+    return "checkpoint" if work.is_dir() and any(work.iterdir()) else "missing"
+
+
 def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = False,
-           root: str | Path | None = None, verbose: bool = True) -> Artefact:
+           root: str | Path | None = None, verbose: bool = True, record: dict[str, Any] | None = None) -> Artefact:
     """Return the artefact ``kind`` for ``key``, calling ``build(out_dir, work_dir)`` if absent.
 
     ``build`` writes its files into ``out_dir`` (a fresh temporary folder) and may keep
     checkpoints in ``work_dir`` (kept across killed runs, deleted after success). Whatever dict
-    it returns is merged into the provenance record (metrics, wall time, notes).
+    it returns is merged into the provenance record (metrics, wall time, notes), as is ``record``.
     """
-    root = Path(root) if root is not None else artefact_root()
-    final = root / kind / config_hash(key)
+    final = path(kind, key, root)
     if final.exists() and not force:
         if verbose:
-            print(f"[store] reusing {kind} {final.name}")
-        record_read(kind, key)
+            runtime.log(f"[store] reusing {kind} {final.name}")
+        record_read(kind, key, Artefact(final).provenance.get("code_hash"))
         return Artefact(final)
     sweep(final.parent)  # a killed build's leftovers (never a live build's, nor a checkpoint)
-    work = final.with_name(final.name + ".work")
+    work = work_dir(kind, key, root)
     work.mkdir(parents=True, exist_ok=True)
     tmp = _build_dir(final)
     t0 = time.time()
     try:
         extra = build(tmp, work) or {}
         atomic_write_json(tmp / "provenance.json",
-                          provenance(key, kind=kind, wall_s=round(time.time() - t0, 2), **extra))
+                          provenance(key, kind=kind, wall_s=round(time.time() - t0, 2), **(record or {}), **extra))
         if final.exists():  # force=True: replace the old one
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -304,8 +323,8 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
         raise
     shutil.rmtree(work, ignore_errors=True)
     if verbose:
-        print(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
-    record_read(kind, key)
+        runtime.log(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
+    record_read(kind, key, (record or {}).get("code_hash"))
     return Artefact(final)
 
 
@@ -316,11 +335,13 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
 _READS: list[dict[str, Any]] = []
 
 
-def record_read(kind: str, key: dict[str, Any]) -> None:
+def record_read(kind: str, key: dict[str, Any], code_hash: str | None = None) -> None:
     """Note that this process used artefact ``kind`` with ``key`` (called by :func:`cached` on reuse
-    and after a build). The key is stored as its JSON round trip, the form provenance records."""
+    and after a build), and the hash of the code that built it where known. The key is stored as its
+    JSON round trip, the form provenance records."""
     _READS.append({"kind": kind, "key_hash": config_hash(key),
-                   "key": json.loads(json.dumps(key, sort_keys=True, default=str))})
+                   "key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+                   **({"code_hash": code_hash} if code_hash else {})})
 
 
 def read_marker() -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import config as C
-from .overall import OURS, PLAIN, REFERENCES, Overall, overall
+from .overall import OURS, REFERENCES, Overall, overall
 
 KNN, POPULARITY = REFERENCES[1], REFERENCES[0]
 METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
