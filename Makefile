@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README):
 #   make figures   set up .venv and regenerate every table and figure on the default (cpu) profile
 #   make test      set up .venv and run the unit tests and the notebooks (smoke profile) under nbval,
-#                  then check that no smoke table is stale (python -m ungerlib.reproduce --check)
+#                  then check that no smoke table is stale (python -m ungerlib reproduce --check)
 #   make determinism  run the smoke notebooks twice from empty caches and compare every table
 PROFILE ?= cpu
 PY := .venv/bin/python
@@ -23,9 +23,9 @@ setup: .venv/.installed
 WARM_JOBS ?=
 
 figures: setup
-	$(PY) -m ungerlib.warm --profile $(PROFILE) $(if $(WARM_JOBS),--jobs $(WARM_JOBS))
-	$(PY) -m ungerlib.reproduce --profile $(PROFILE)
-	$(PY) -m ungerlib.reproduce --profile $(PROFILE) --check
+	$(PY) -m ungerlib prefill --profile $(PROFILE) $(if $(WARM_JOBS),--jobs $(WARM_JOBS))
+	$(PY) -m ungerlib reproduce --profile $(PROFILE)
+	$(PY) -m ungerlib reproduce --profile $(PROFILE) --check
 
 # The smoke notebooks' outputs must name every artefact they read, under keys the current code
 # computes (--allow-dirty: a local tree with uncommitted edits; CI's fresh clone is clean anyway).
@@ -33,8 +33,8 @@ test determinism: export UNGER_THREADS = $(SMOKE_THREADS)
 
 test: setup
 	$(PY) -m pytest -q tests
-	$(PY) -m ungerlib.reproduce --profile smoke --nbval
-	$(PY) -m ungerlib.reproduce --profile smoke --check --allow-dirty
+	$(PY) -m ungerlib reproduce --profile smoke --nbval
+	$(PY) -m ungerlib reproduce --profile smoke --check --allow-dirty
 
 # Every table of two smoke runs from empty caches is byte-identical (wall-clock *_s columns aside).
 determinism: setup

@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "model"))
 from test_beam import reference_beam  # noqa: E402  the oracle of the tests
 
-from ungerlib import codes, config  # noqa: E402
-from ungerlib.beam import beam_search  # noqa: E402
-from ungerlib.stage2 import UNGER, rows  # noqa: E402
+from ungerlib.model import codes  # noqa: E402
+from ungerlib.infra import config  # noqa: E402
+from ungerlib.model.beam import beam_search  # noqa: E402
+from ungerlib.model.stage2 import UNGER, rows  # noqa: E402
 
 
 def gathered_scores(model: UNGER):

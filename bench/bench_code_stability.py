@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from ungerlib import codes, store
+from ungerlib.model import codes
+from ungerlib.infra import store
 
 
 def synthetic(n: int = 12101, d: int = 128, n_clusters: int = 300, seed: int = 0) -> np.ndarray:

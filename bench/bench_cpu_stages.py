@@ -14,9 +14,10 @@ import time
 import numpy as np
 import torch
 
-from ungerlib import codes, config, data, stage1
-from ungerlib.beam import recommend
-from ungerlib.stage2 import UNGER, trim
+from ungerlib.model import codes, data, stage1
+from ungerlib.infra import config
+from ungerlib.model.beam import recommend
+from ungerlib.model.stage2 import UNGER, trim
 
 
 def main() -> None:

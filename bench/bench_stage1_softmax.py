@@ -16,7 +16,8 @@ import time
 import numpy as np
 import torch
 
-from ungerlib import config, data, stage1
+from ungerlib.infra import config
+from ungerlib.model import data, stage1
 
 
 def step_seconds(sp: data.Splits, s1: config.Stage1Config, n_negatives: int, batch: int, reps: int = 2) -> float:
@@ -51,7 +52,7 @@ def main() -> None:
           f"full softmax {1e3 * full:.2f} ms/example ~ {full * per_epoch:.1f} min/epoch ({full / sampled:.0f}x)")
     smoke = config.profile("smoke")
     _, ssp = data.get_splits(smoke)
-    from ungerlib.semantic import semantic_embeddings
+    from ungerlib.model.semantic import semantic_embeddings
 
     sem = semantic_embeddings(smoke)
     for neg in (0, smoke.stage1.n_negatives):

@@ -26,9 +26,10 @@ import time
 import numpy as np
 import torch
 
-from ungerlib import codes, config, data, stage2
-from ungerlib.beam import _rankings
-from ungerlib.train import shuffled_batches
+from ungerlib.model import codes, data, stage2
+from ungerlib.infra import config
+from ungerlib.model.beam import _rankings
+from ungerlib.model.train import shuffled_batches
 
 
 def train_seconds(model, sp, E, batches, trim: bool) -> float:
@@ -54,7 +55,7 @@ def valid_seconds(model, sp, table, users: int, beam: int, by_length: bool) -> f
     if by_length:
         _rankings(model, hist, table, beam, 20, 256, (False,), hist)
     else:  # the previous search: users in order, 20-wide histories
-        from ungerlib.beam import beam_search
+        from ungerlib.model.beam import beam_search
 
         model.eval()
         for s in range(0, len(hist), 256):

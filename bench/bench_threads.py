@@ -44,7 +44,8 @@ def child(steps: int) -> None:
     import numpy as np
     import torch
 
-    from ungerlib import codes, config, stage1, stage2
+    from ungerlib.model import codes, stage1, stage2
+    from ungerlib.infra import config
 
     cfg = config.profile("cpu", "Beauty")
     n, L, B = 12101, 20, 256

@@ -31,8 +31,9 @@ datasets = None  # None: the profile's data sets
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import matplotlib.pyplot as plt
-from ungerlib import config, data, report, semantic
+from ungerlib.infra import config, report
+from ungerlib.analyses.paper import PAPER_TABLE2
+from ungerlib.model import data, semantic
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
@@ -49,7 +50,7 @@ names
 
 # %%
 ours = data.table2(names)
-paper = report.PAPER_TABLE2.loc[[n for n in names if n in report.PAPER_TABLE2.index]]
+paper = PAPER_TABLE2.loc[[n for n in names if n in PAPER_TABLE2.index]]
 num = ["users", "items", "interactions", "density"]
 if len(paper):
     table = pd.concat({"ours": ours[num], "paper": paper[num], "difference": (ours[num] - paper[num]).dropna()}, axis=1)
@@ -120,8 +121,8 @@ semantic.nearest_neighbours(emb[n0], texts0, items=[0, 10, 100], k=3)
 for n in names:
     assert np.isfinite(emb[n]).all() and emb[n].shape[0] == ours.loc[n, "items"]
     assert checks.loc[n, "cos_same_category"] > checks.loc[n, "cos_random"] + 0.05, n
-    if n in report.PAPER_TABLE2.index:
-        assert ours.loc[n, "users"] == report.PAPER_TABLE2.loc[n, "users"]
-        assert ours.loc[n, "items"] == report.PAPER_TABLE2.loc[n, "items"]
-        assert 0 <= ours.loc[n, "interactions"] - report.PAPER_TABLE2.loc[n, "interactions"] < 200
+    if n in PAPER_TABLE2.index:
+        assert ours.loc[n, "users"] == PAPER_TABLE2.loc[n, "users"]
+        assert ours.loc[n, "items"] == PAPER_TABLE2.loc[n, "items"]
+        assert 0 <= ours.loc[n, "interactions"] - PAPER_TABLE2.loc[n, "interactions"] < 200
 print("all checks passed")

@@ -31,7 +31,9 @@ datasets = None  # None: the profile's data sets
 
 # %%
 import pandas as pd
-from ungerlib import analysis, config, data, report, stage1
+from ungerlib.baselines import references
+from ungerlib.infra import config, report
+from ungerlib.model import data, stage1
 
 names = report.profile_datasets(profile, datasets)
 rows = {"DIN alone (α=0)": "collaborative_only", "DIN + CKA (α=1)": "ours"}
@@ -63,7 +65,7 @@ report.save_figure(fig, "stage1_curves", curves, list(cfgs.values()))
 table = []
 for n in names:
     _, splits = data.get_splits(cfgs[(n, "DIN + CKA (α=1)")])
-    table.append({"dataset": n, "run": "popularity", **analysis.popularity(splits, splits.valid)})
+    table.append({"dataset": n, "run": "popularity", **references.popularity(splits, splits.valid)})
     for label in rows:
         r = results[(n, label)]
         table.append({"dataset": n, "run": label, **r.valid_metrics, "crossmodal_top1": r.crossmodal_top1})
@@ -82,10 +84,10 @@ table
 # items by cosine similarity to the user's most recent item, how often is the next item on top?
 
 # %%
-from ungerlib import semantic
+from ungerlib.model import semantic
 
 ours_cfg = {n: cfgs[(n, "DIN + CKA (α=1)")] for n in names}
-choices = pd.concat({n: analysis.integrated_choices(results[(n, "DIN + CKA (α=1)")], semantic.semantic_embeddings(c),
+choices = pd.concat({n: references.integrated_choices(results[(n, "DIN + CKA (α=1)")], semantic.semantic_embeddings(c),
                                                     data.get_splits(c)[1].valid) for n, c in ours_cfg.items()})
 choices.index.names = ["dataset", "embedding quantised"]
 report.save_table(choices, "stage1_integrated_choices", list(ours_cfg.values()))

@@ -37,8 +37,9 @@ datasets = None  # None: the profile's data sets
 
 # %%
 import pandas as pd
-from ungerlib import config, data, report
-from ungerlib.codes import item_codes
+from ungerlib.infra import config, report
+from ungerlib.model import data
+from ungerlib.model.codes import item_codes
 
 names = report.profile_datasets(profile, datasets)
 rows = {"hkmeans": "hkmeans_codes", "random": "random_codes", "rqvae": "rqvae_codes"}

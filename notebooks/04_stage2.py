@@ -32,49 +32,52 @@
 # %% tags=["parameters"]
 profile = "cpu"
 datasets = None  # None: the profile's data sets
-lever_rows = None  # None: every row of levers.STAGE2_LEVERS on the first data set (smoke: rows A and E)
-confirm_rows = None  # rows trained again at the full budget on every data set; None: levers.CONFIRM
+lever_rows = None  # None: every row of stage2_grid.STAGE2_LEVERS on the first data set (smoke: rows A and E)
+confirm_rows = None  # rows trained again at the full budget on every data set; None: stage2_grid.CONFIRM
 sasrec = None  # data sets with the same-split SASRec reference (softmax loss, tuned on validation;
 # ungerlib.overall, the run notebook 11 shows); None: every data set
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
-from ungerlib import config, data, levers, report, stage2, targets
+from ungerlib.infra import config, report
+from ungerlib.analyses.paper import PAPER_TABLE3
+from ungerlib.model import stage2
+from ungerlib.analyses import stage2_grid, table3
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
-lever_rows = levers.screened_rows(profile) if lever_rows is None else list(lever_rows)
+lever_rows = stage2_grid.screened_rows(profile) if lever_rows is None else list(lever_rows)
 first = names[0]
-confirm_rows = list(levers.CONFIRM if confirm_rows is None else confirm_rows)
+confirm_rows = list(stage2_grid.CONFIRM if confirm_rows is None else confirm_rows)
 sasrec = names if sasrec is None else list(sasrec)
 short = lambda row: row[:2].strip()  # "A", "E", ...
 
 # %% [markdown]
 # ## Which Stage II? The levers on validation, at a screening budget
-# Every row names all its lever settings (`levers.STAGE2_LEVERS`) and trains at the same short screening
-# budget (`levers.SCREEN`: a full cosine schedule over few epochs, length-bucketed batches); rows A–E add
+# Every row names all its lever settings (`stage2_grid.STAGE2_LEVERS`) and trains at the same short screening
+# budget (`stage2_grid.SCREEN`: a full cosine schedule over few epochs, length-bucketed batches); rows A–E add
 # one change at a time to the paper-literal reading (row A: codes only, no item tables), G–I vary IKD and
 # dropout on E, and J adds weight decay to E. Rows retired after they lost on validation (Stage I
 # initialisation, fixed Stage I vectors, per-row weight decay, the logit-adjusted loss) are recorded in
 # `docs/experiments/stage2_rare_items.md`. Validation only, every item ranked, on the first data set.
 
 # %%
-lever_table = levers.lever_table(cfgs[first], lever_rows)
-report.save_table(lever_table, "stage2_levers", [levers.lever_config(cfgs[first], r) for r in lever_table.index],
+lever_table = stage2_grid.lever_table(cfgs[first], lever_rows)
+report.save_table(lever_table, "stage2_levers", [stage2_grid.lever_config(cfgs[first], r) for r in lever_table.index],
                   legend=f"{first}, validation split, every item ranked, best epoch of each row at the screening budget.")
 lever_table
 
 # %%
 best_row = lever_table["ndcg@20"].idxmax()
 tied = [short(r) for r in lever_table.index
-        if r != best_row and lever_table.loc[r, "ndcg@20"] >= lever_table["ndcg@20"].max() - levers.NOISE]
-gain = lever_table.loc[levers.SCREEN_BEST, "ndcg@20"] / lever_table.loc[levers.LITERAL, "ndcg@20"] - 1
+        if r != best_row and lever_table.loc[r, "ndcg@20"] >= lever_table["ndcg@20"].max() - stage2_grid.NOISE]
+gain = lever_table.loc[stage2_grid.SCREEN_BEST, "ndcg@20"] / lever_table.loc[stage2_grid.LITERAL, "ndcg@20"] - 1
 display(Markdown(
     f"At the screening budget the best row on {first} by validation NDCG@20 is **{short(best_row)}** "
-    f"({lever_table.loc[best_row, 'ndcg@20']:.4f}); within {levers.NOISE} of it (one standard error of a "
-    f"validation NDCG@20): {', '.join(tied) or 'no other row'}. Row **{short(levers.SCREEN_BEST)}**, the "
-    f"screening winner among rows A-E by the selection rule (`levers.py`), which rows G-J vary, is "
+    f"({lever_table.loc[best_row, 'ndcg@20']:.4f}); within {stage2_grid.NOISE} of it (one standard error of a "
+    f"validation NDCG@20): {', '.join(tied) or 'no other row'}. Row **{short(stage2_grid.SCREEN_BEST)}**, the "
+    f"screening winner among rows A-E by the selection rule (`stage2_grid.py`), which rows G-J vary, is "
     f"{gain:+.1%} over the paper-literal row A. The rows trained again at the full budget below decide."))
 
 # %% [markdown]
@@ -82,20 +85,20 @@ display(Markdown(
 # A ranking made at a few epochs need not hold at the profile's own budget (`stage2.epochs`): the literal
 # row learns more slowly, and row E's validation NDCG@20 stops rising early while its training loss keeps
 # falling (it overfits its per-node and per-item tables), which row J's weight decay is for. The rows of
-# `levers.CONFIRM` (A, E, J) are trained again at the full budget on every data set; the adopted row
-# (`levers.ADOPTED`) is the one Beauty supports here, and the adopted row at the full budget is the
+# `stage2_grid.CONFIRM` (A, E, J) are trained again at the full budget on every data set; the adopted row
+# (`stage2_grid.ADOPTED`) is the one Beauty supports here, and the adopted row at the full budget is the
 # profile's default run, shared with the test results below. Validation only.
 
 # %%
-confirm = {n: levers.lever_table(c, confirm_rows, budget=levers.FULL) for n, c in cfgs.items()}
+confirm = {n: stage2_grid.lever_table(c, confirm_rows, budget=stage2_grid.FULL) for n, c in cfgs.items()}
 confirm_table = pd.concat(confirm, names=["dataset"])
 report.save_table(confirm_table, "stage2_levers_full_budget",
-                  [levers.lever_config(c, r, levers.FULL) for n, c in cfgs.items() for r in confirm[n].index],
+                  [stage2_grid.lever_config(c, r, stage2_grid.FULL) for n, c in cfgs.items() for r in confirm[n].index],
                   legend="Validation split, every item ranked, best epoch of each row at the profile's full Stage II "
                          "budget.")
 full_best = {n: t["ndcg@20"].idxmax() for n, t in confirm.items()}
 display(Markdown(
-    f"The adopted row is **{short(levers.ADOPTED)}** (`{levers.ADOPTED}`). At the full budget the best of these "
+    f"The adopted row is **{short(stage2_grid.ADOPTED)}** (`{stage2_grid.ADOPTED}`). At the full budget the best of these "
     "rows by validation NDCG@20 is " + ", ".join(
         f"**{short(r)}** on {n} ({confirm[n].loc[r, 'ndcg@20']:.4f} against "
         + ", ".join(f"{short(o)} {confirm[n].loc[o, 'ndcg@20']:.4f}" for o in confirm[n].index if o != r) + ")"
@@ -133,7 +136,7 @@ report.save_figure(fig, "stage2_curves", curves, list(cfgs.values()))
 # paper's plain beam, so validation can also choose it. Nothing is retrained.
 
 # %%
-from ungerlib import neighbours
+from ungerlib.model import neighbours
 
 chosen, lam_tables = {}, {}
 for n, c in cfgs.items():
@@ -155,19 +158,18 @@ lam_table
 # validation (notebook 11 has every baseline). Beam `eval.beam`.
 
 # %%
-res = {n: targets.results(c, sasrec=n in sasrec) for n, c in cfgs.items()}
-from ungerlib import overall
+res = {n: table3.references(c, sasrec=n in sasrec) for n, c in cfgs.items()}
 
-table = overall.table3(list(res.values()))
+table = table3.table3(list(res.values()))
 table = table[table["kind"] != "cited (paper)"]
 report.save_table(table, "stage2_metrics", list(cfgs.values()),
                   legend="Test split. all = every item ranked; excl = the user's whole history removed.")
 table
 
 # %%
-tests = pd.concat([targets.paired(r, o, mine=mine) for n, r in res.items() for mine in (targets.OURS, targets.PLAIN)
-                   for o in [targets.KNN] + (["SASRec"] if n in sasrec else [])])
-verdicts = targets.verdicts(tests)
+tests = pd.concat([table3.paired(r, o, mine=mine) for n, r in res.items() for mine in (table3.OURS, table3.PLAIN)
+                   for o in [table3.KNN] + (["SASRec"] if n in sasrec else [])])
+verdicts = table3.verdicts(tests)
 report.save_table(tests, "stage2_paired_tests", list(cfgs.values()),
                   legend="Paired over test users; difference = UNGER - them; t-test and Wilcoxon p-values.")
 report.save_table(verdicts, "stage2_targets", list(cfgs.values()),
@@ -176,10 +178,8 @@ verdicts
 
 # %%
 held = verdicts["above in both"].eq("yes")
-display(Markdown(
-    f"UNGER is above the reference in both Recall@10 and NDCG@10 in {int(held.sum())} of {len(held)} "
-    "comparisons (rows of the table above)" + ("; where it is not: " + "; ".join(
-        f"{ds}, {mine} vs {o} ({r})" for (ds, mine, o, r) in verdicts.index[~held]) if (~held).any() else "") + "."))
+display(Markdown(report.count_sentence(held, "UNGER is above the reference in both Recall@10 and NDCG@10",
+                                        "comparisons (rows of the table above)", "where it is not")))
 
 # %% [markdown]
 # ## Table 3, UNGER row: ours (test, both decodings) next to the paper's
@@ -188,21 +188,21 @@ display(Markdown(
 # `UNGER (ours)`, the Stage I neighbours term at decoding. The paper's numbers are quoted from its Table 3.
 
 # %%
-decoded = {targets.OURS: {n: neighbours.evaluate_neighbours(c, chosen[n]) for n, c in cfgs.items()},
-           targets.PLAIN: evals}
+decoded = {table3.OURS: {n: neighbours.evaluate_neighbours(c, chosen[n]) for n, c in cfgs.items()},
+           table3.PLAIN: evals}
 ours = {d: pd.concat({r: pd.DataFrame({n: e[n][f"test_{r}"] for n in names}).T for r in ("all", "excl")},
-                     names=["ranking", "dataset"]).swaplevel().sort_index()[list(targets.METRICS)]
+                     names=["ranking", "dataset"]).swaplevel().sort_index()[list(table3.METRICS)]
         for d, e in decoded.items()}
-known = [n for n in names if n in report.PAPER_TABLE3.index.get_level_values(0)]
+known = [n for n in names if n in PAPER_TABLE3.index.get_level_values(0)]
 if known:
-    paper = report.PAPER_TABLE3.xs("UNGER", level="model")
+    paper = PAPER_TABLE3.xs("UNGER", level="model")
     paper = pd.concat({r: paper.loc[known] for r in ("all", "excl")}, names=["ranking", "dataset"]).swaplevel()
-    table3 = pd.concat({d: report.compare(o.loc[known], paper[list(targets.METRICS)]) for d, o in ours.items()},
-                       names=["UNGER row"])
-    report.save_table(table3, "table3_unger_row", [cfgs[n] for n in known])
+    unger_row = pd.concat({d: report.compare(o.loc[known], paper[table3.METRICS]) for d, o in ours.items()},
+                          names=["UNGER row"])
+    report.save_table(unger_row, "table3_unger_row", [cfgs[n] for n in known])
 else:
-    table3 = pd.concat(ours, names=["UNGER row"])
-table3
+    unger_row = pd.concat(ours, names=["UNGER row"])
+unger_row
 
 # %%
 # Checks on this notebook's own results (nbval fails if any does not hold).
@@ -211,15 +211,15 @@ for n in names:
         m = evals[n][tag]
         assert 0 <= m["ndcg@10"] <= m["recall@10"] <= m["recall@20"] <= 1, (n, tag)
     t = table.loc[n]
-    assert t.loc[(targets.OURS, "all"), "recall@10"] > t.loc[(targets.POPULARITY, "all"), "recall@10"], n
+    assert t.loc[(table3.OURS, "all"), "recall@10"] > t.loc[(table3.POPULARITY, "all"), "recall@10"], n
     # lambda is chosen on validation, and (0, 0), the plain beam, is one of the choices
     v = lam_tables[n]["valid_all ndcg@20"]
-    assert decoded[targets.OURS][n]["valid_all"]["ndcg@20"] == v.max() >= v.loc["0, 0"], n
+    assert decoded[table3.OURS][n]["valid_all"]["ndcg@20"] == v.max() >= v.loc["0, 0"], n
     assert v.loc["0, 0"] == evals[n]["valid_all"]["ndcg@20"], n
     assert evals[n]["test_excl"]["recall@20"] >= evals[n]["test_all"]["recall@20"] - 1e-9, n
     # The adopted row at the full budget is the default run evaluated above (same artefact, same epoch).
-    if levers.ADOPTED in confirm[n].index:
-        assert confirm[n].loc[levers.ADOPTED, "best epoch"] == selected[n], n
-assert set(lever_table.index) >= {levers.LITERAL, levers.SCREEN_BEST}
+    if stage2_grid.ADOPTED in confirm[n].index:
+        assert confirm[n].loc[stage2_grid.ADOPTED, "best epoch"] == selected[n], n
+assert set(lever_table.index) >= {stage2_grid.LITERAL, stage2_grid.SCREEN_BEST}
 assert ((tests["t-test p"] >= 0) & (tests["t-test p"] <= 1)).all()
 print("all checks passed")

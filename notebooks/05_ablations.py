@@ -50,7 +50,9 @@ noise_seeds = None  # seeds of the noise section (the ours config only); None: t
 
 # %%
 import pandas as pd
-from ungerlib import ablations, report
+from ungerlib.analyses import ablations
+from ungerlib.analyses.paper import PAPER_TABLE5, PAPER_TABLE6
+from ungerlib.infra import report
 
 names = list(datasets) if datasets is not None else (["synthetic"] if profile == "smoke" else ["Beauty"])
 base = {n: ablations.base_config(profile, n) for n in names}
@@ -91,7 +93,7 @@ def paper_tables(rows, paper):
                      names=["dataset"])
 
 
-table5 = paper_tables(ablations.TABLE5, report.PAPER_TABLE5)
+table5 = paper_tables(ablations.TABLE5, PAPER_TABLE5)
 report.save_table(table5, "table5_modalities", run_cfgs,
                   legend="paper = its Table 5 (Beauty, Llama-2-7b text); ours = test, every item ranked; "
                          "concat = E_C of DIN alone with PCA(E_S), no IKD (the paper's Concat = its Table 6 '\\' row)")
@@ -104,7 +106,7 @@ table5
 # distillation (IKD, Stage II); "\" is the concatenation without either.
 
 # %%
-table6 = paper_tables(ablations.TABLE6, report.PAPER_TABLE6)
+table6 = paper_tables(ablations.TABLE6, PAPER_TABLE6)
 report.save_table(table6, "table6_cka_ikd", run_cfgs,
                   legend="paper = its Table 6 (Beauty); ours = test, every item ranked; \\ = concat, no CKA, no IKD")
 print(ablations.say(verdicts, "Table 6"))

@@ -57,7 +57,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
-from ungerlib import config, dominance, report
+from ungerlib.infra import config, report
+from ungerlib.analyses.paper import PAPER_TABLE4
+from ungerlib.analyses import dominance
 
 names = list(datasets) if datasets is not None else (["synthetic"] if profile == "smoke" else ["Beauty"])
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
@@ -77,7 +79,7 @@ shares = pd.concat({n: dominance.proportional_similarity(e["semantic"], e["colla
                                                          PERPLEXITY, n_queries, seed=cfgs[n].seed)
                     for n, e in embs.items()}, names=["dataset", "approach"])
 ours = shares[["semantic", "collaborative"]]
-paper = report.PAPER_TABLE4.reindex(ours.index, level="approach")
+paper = PAPER_TABLE4.reindex(ours.index, level="approach")
 table4 = pd.concat({"ours": ours, "paper": paper, "ours - paper": ours - paper}, axis=1).swaplevel(axis=1)
 table4 = table4[["semantic", "collaborative"]].rename(columns={"semantic": "semantic share",
                                                                "collaborative": "collaborative share"}, level=0)

@@ -36,12 +36,13 @@ datasets = None  # None: synthetic on smoke, else Beauty (the paper's Figure 5 d
 n_plot = 3000  # items in each t-SNE map; None: every item
 
 # %%
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
-from ungerlib import clusters, config, data, dominance, report, semantic
+from ungerlib.analyses import clusters, dominance
+from ungerlib.infra import config, report
+from ungerlib.model import data, semantic
 
 names = list(datasets) if datasets is not None else (["synthetic"] if profile == "smoke" else ["Beauty"])
 cfgs = {n: config.profile(profile, dataset=n) for n in names}

@@ -37,17 +37,18 @@
 # %% tags=["parameters"]
 profile = "cpu"
 datasets = None  # None: the profile's data sets
-models = None  # None: every rerun baseline (ungerlib.overall.RERUN)
+models = None  # None: every rerun baseline (ungerlib.table3.RERUN)
 discrec = True  # also train our Stage II with DiscRec's gated encoder (ungerlib.discrec)
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
-from ungerlib import config, overall, report
+from ungerlib.infra import config, report
+from ungerlib.analyses import table3
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
-results = [overall.overall(cfgs[n], models or overall.RERUN, with_discrec=discrec) for n in names]
+results = [table3.overall(cfgs[n], models or table3.RERUN, with_discrec=discrec) for n in names]
 
 # %% [markdown]
 # ## Table 3
@@ -56,16 +57,12 @@ results = [overall.overall(cfgs[n], models or overall.RERUN, with_discrec=discre
 # numbers under its sources' protocols (TIGER and ColaRec were rerun by the paper's authors, marked `*`).
 
 # %%
-t3 = overall.table3(results)
+t3 = table3.table3(results)
 report.save_table(t3, "table3_overall", list(cfgs.values()))
-marked = overall.mark_best(t3)
+marked = table3.mark_best(t3)
 report.save_table(marked, "table3_overall_marked", list(cfgs.values()))
-ours_cells = marked.xs(overall.OURS, level="model")[overall.METRICS]
-ours_best = ours_cells.map(lambda v: v.startswith("**"))
-display(Markdown(f"`{overall.OURS}` is the best row in {int(ours_best.values.sum())} of {ours_best.size} "
-                 "(data set, ranking, metric) cells" + ("; not in: " + ", ".join(
-                     f"{n} {r} {m}" for (n, r), row in ours_best.iterrows() for m, b in row.items() if not b)
-                     if not ours_best.values.all() else "") + "."))
+ours_best = table3.best_mask(t3).xs(table3.OURS, level="model").stack()
+display(Markdown(report.count_sentence(ours_best, f"`{table3.OURS}` is the best row", "(data set, ranking, metric) cells")))
 marked
 
 # %% [markdown]
@@ -73,7 +70,7 @@ marked
 # `excl vs paper`: relative difference of our history-excluded ranking from the paper's cited number.
 
 # %%
-vs = overall.versus_paper(results)
+vs = table3.versus_paper(results)
 report.save_table(vs, "table3_rerun_vs_paper", list(cfgs.values()))
 vs
 
@@ -81,12 +78,12 @@ vs
 # ## Tuning (validation only) and time
 # Every grid setting with its validation metrics (every item ranked); the selected setting is the best
 # validation NDCG@20. Wall times are for one thread of a shared 2-core machine (`cpu` profile) and
-# include the per-epoch validation and the final rankings; epochs are capped per model (`overall.grid(profile, model)`, `docs/BASELINES.md`).
+# include the per-epoch validation and the final rankings; epochs are capped per model (`table3.grid(profile, model)`, `docs/BASELINES.md`).
 
 # %%
-tuned = overall.tuning(results)
+tuned = table3.tuning(results)
 report.save_table(tuned, "table3_tuning", list(cfgs.values()))
-tm = overall.times(results)
+tm = table3.times(results)
 report.save_table(tm, "table3_times", list(cfgs.values()))
 display(tuned)
 tm
@@ -98,12 +95,11 @@ tm
 # best baseline; the table shows what our runs give, whichever way it goes.
 
 # %%
-sig = pd.concat([overall.significance(r) for r in results])
+sig = pd.concat([table3.significance(r) for r in results])
 report.save_table(sig, "table3_significance", list(cfgs.values()))
 better = sig["UNGER better, p < 0.05"]
-display(Markdown(f"UNGER is significantly above the best rerun baseline in {int(better.sum())} of {len(better)} "
-                 "(data set, ranking, metric) tests" + ("; not in: " + ", ".join(
-                     " ".join(map(str, i)) for i in sig.index[~better]) if not better.all() else "") + "."))
+display(Markdown(report.count_sentence(better, "UNGER is significantly above the best rerun baseline",
+                                        "(data set, ranking, metric) tests")))
 sig
 
 # %%
@@ -112,9 +108,9 @@ for n in names:
     t = t3.loc[n]
     for (model, ranking), r in t.iterrows():
         assert 0 <= r["ndcg@10"] <= r["recall@10"] <= r["recall@20"] <= 1, (n, model, ranking)
-    for model in (models or overall.RERUN):
+    for model in (models or table3.RERUN):
         assert t.loc[(model, "excl"), "recall@20"] >= t.loc[(model, "all"), "recall@20"] - 1e-9, (n, model)
-    best = max(t.loc[(model, "excl"), "recall@20"] for model in (models or overall.RERUN))
+    best = max(t.loc[(model, "excl"), "recall@20"] for model in (models or table3.RERUN))
     assert best > t.loc[("popularity", "excl"), "recall@20"], (n, "no rerun baseline above popularity")
     assert set(sig.loc[n].index.get_level_values(0)) == {"all", "excl"}
 print("all checks passed")

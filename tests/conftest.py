@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def smoke():
-    from ungerlib import config
+    from ungerlib.infra import config
 
     return config.profile("smoke")
 
@@ -26,8 +26,9 @@ def small_unger():
     random 6-item histories: ``(table, model, hist [40, 6], emb [60, 8])``. Decoding tests read it."""
     import numpy as np
 
-    from ungerlib import codes, config
-    from ungerlib.stage2 import UNGER
+    from ungerlib.model import codes
+    from ungerlib.infra import config
+    from ungerlib.model.stage2 import UNGER
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(60, 8)).astype(np.float32)

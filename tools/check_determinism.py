@@ -2,7 +2,7 @@
 
     python tools/check_determinism.py [--profile smoke] [--only 01 02 04] [--keep DIR]
 
-Each run is ``python -m ungerlib.reproduce --profile P`` in a fresh process with its own empty
+Each run is ``python -m ungerlib reproduce --profile P`` in a fresh process with its own empty
 ``UNGER_ARTEFACTS`` and ``UNGER_FIGURES`` folders, so every artefact is rebuilt. Then every
 ``.csv`` and ``.md`` of the two runs is compared byte for byte, except columns of wall-clock
 seconds (named ``*_s`` in a CSV, e.g. ``train_s``, and ``... (s)`` in a Markdown table, e.g.

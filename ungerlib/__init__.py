@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import runtime as _runtime
+from ungerlib.infra import runtime as _runtime
 
 _runtime.apply_thread_env()
 _runtime.flush_denormals()
@@ -17,7 +17,7 @@ _runtime.flush_denormals()
 
 def __getattr__(name: str) -> Any:  # lazy: the public API imports torch
     if name == "recommend":
-        from .api import recommend
+        from ungerlib.api import recommend
 
         return recommend
     raise AttributeError(f"module 'ungerlib' has no attribute {name!r}")

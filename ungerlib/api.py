@@ -1,7 +1,7 @@
 """Recommendations for one user from a list of items: the public entry point for library users.
 
     import ungerlib
-    from ungerlib import config
+    from ungerlib.infra import config
 
     cfg = config.profile("cpu", "Beauty")           # or "smoke" (synthetic, seconds)
     ungerlib.recommend(cfg, ["B004756YJA", "B004ZT0SSG"], k=10)   # Amazon ids (asin) or item numbers
@@ -19,8 +19,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import config as C
-from .data import PAD, DataError
+from ungerlib.infra import config as C
+from ungerlib.model.data import PAD, DataError
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Recommender:
         the item's code). ``exclude_seen`` drops the given items from the ranking. ``beam``: width of
         the search (default ``eval.beam``, widened to ``k`` + the history length when excluding).
         """
-        from .beam import recommend
+        from ungerlib.model.beam import recommend
 
         _check_k(k)
         seen = self.item_index(item_ids)
@@ -97,10 +97,10 @@ _LOADED: dict[str, Recommender] = {}
 def load(cfg: C.RunConfig, progress: bool = True, items: list[dict[str, Any]] | None = None) -> Recommender:
     """The :class:`Recommender` of ``cfg``: the cached Stage II model, trained first (with every stage
     upstream of it) if there is none yet; kept in memory for later calls."""
-    from .codes import item_codes
-    from .data import load_dataset
-    from .stage2 import run_stage2
-    from .store import config_hash
+    from ungerlib.model.codes import item_codes
+    from ungerlib.model.data import load_dataset
+    from ungerlib.model.stage2 import run_stage2
+    from ungerlib.infra.store import config_hash
 
     if not isinstance(cfg, C.RunConfig):
         raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.config.profile('smoke')), got {cfg!r}")
@@ -117,8 +117,8 @@ def recommend(cfg: C.RunConfig, item_ids: Sequence[int | str], k: int = 10, excl
     """Top-``k`` recommendations for one user whose items were ``item_ids`` (oldest first); see
     :meth:`Recommender.recommend`. Trains or loads ``cfg``'s model on first use (:func:`load`); the
     items and ``k`` are checked before that, so a typo does not wait for training."""
-    from .data import load_dataset
-    from .store import config_hash
+    from ungerlib.model.data import load_dataset
+    from ungerlib.infra.store import config_hash
 
     if not isinstance(cfg, C.RunConfig):
         raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.config.profile('smoke')), got {cfg!r}")

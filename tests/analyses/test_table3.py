@@ -1,0 +1,141 @@
+"""Table 3 assembly (ungerlib.overall): rows, cited rows, best/second marks, the significance test's
+choice of baseline (on validation, never test), grids."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from ungerlib.analyses import table3 as O
+from ungerlib.baselines.protocol import BaselineError
+from ungerlib.analyses.paper import PAPER_TABLE3
+
+
+def _ranks(targets, hit_rate, rng, n_items=50):
+    """[N, 20] rankings with the target first for a ``hit_rate`` share of users, else absent."""
+    r = np.tile(np.arange(100, 120), (len(targets), 1))
+    hit = rng.random(len(targets)) < hit_rate
+    r[hit, 0] = targets[hit]
+    return r
+
+
+def _overall(dataset="Beauty", n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    tv, tt = rng.integers(50, size=n), rng.integers(50, size=n)
+    rate = {"SASRec": (0.5, 0.2), "GRU4Rec": (0.3, 0.4), "popularity": (0.05, 0.05), "UNGER (ours)": (0.4, 0.45)}
+    rows = {m: {f"{s}_{r}": _ranks(tv if s == "valid" else tt, v if s == "valid" else t, rng)
+                for s in ("valid", "test") for r in ("all", "excl")} for m, (v, t) in rate.items()}
+    return O.Overall(dataset, rows, {}, {"valid": tv, "test": tt})
+
+
+def test_table3_has_every_row_and_the_cited_paper_rows():
+    t = O.table3([_overall()])
+    assert ("Beauty", "SASRec", "excl") in t.index and ("Beauty", "UNGER (ours)", "all") in t.index
+    cited = t[t["kind"] == "cited (paper)"]
+    assert len(cited) == len(PAPER_TABLE3.loc["Beauty"])
+    assert t.loc[("Beauty", "EAGER", "paper"), "recall@10"] == 0.0836
+    assert ("Beauty", "TIGER (paper's rerun*)", "paper") in t.index
+    assert t.loc[("Beauty", "popularity", "all"), "kind"] == "reference"
+    assert O.table3([_overall("synthetic")]).query("kind == 'cited (paper)'").empty
+
+
+def test_mark_best_bolds_the_best_and_italicises_the_second_within_each_ranking():
+    t = pd.DataFrame({"kind": ["rerun"] * 4, "recall@10": [0.1, 0.3, 0.2, 0.25], "recall@20": 0.5,
+                      "ndcg@10": 0.1, "ndcg@20": 0.1},
+                     index=pd.MultiIndex.from_tuples([("B", "a", "excl"), ("B", "b", "excl"), ("B", "c", "paper"),
+                                                      ("B", "d", "all")]))
+    m = O.mark_best(t)
+    assert m.loc[("B", "b", "excl"), "recall@10"] == "**0.3000**"
+    assert m.loc[("B", "c", "paper"), "recall@10"] == "_0.2000_"
+    assert m.loc[("B", "a", "excl"), "recall@10"] == "0.1000"
+    assert m.loc[("B", "d", "all"), "recall@10"] == "**0.2500**"  # its own group
+
+
+def test_significance_picks_the_baseline_on_validation_not_test():
+    res = _overall()
+    sig = O.significance(res)
+    assert set(sig["baseline"]) == {"SASRec"}  # best on validation (0.5), worse than GRU4Rec on test
+    r10 = sig.loc[("Beauty", "all", "recall@10")]
+    assert r10["UNGER"] > r10["baseline value"] and r10["t-test p"] < 0.05 and r10["UNGER better, p < 0.05"]
+    del res.rows["UNGER (ours)"]
+    with pytest.raises(BaselineError, match="UNGER"):
+        O.significance(res)
+
+
+def test_grids_are_stated_and_bad_names_rejected():
+    for profile in ("smoke", "cpu", "paper"):
+        for model in O.RERUN:
+            g = O.grid(profile, model)
+            assert g and all(isinstance(p, dict) for p in g)
+    assert len(O.grid("cpu", "SASRec")) >= 2
+    with pytest.raises(BaselineError, match="unknown rerun baseline"):
+        O.grid("cpu", "Caser")
+    with pytest.raises(BaselineError, match="unknown profile"):
+        O.grid("gpu", "SASRec")
+
+
+def test_paper_table3_is_the_papers_table():
+    """Every cell of paper.PAPER_TABLE3 against the paper's text (skipped where shared/ is absent)."""
+    import re
+
+    from ungerlib.infra.store import REPO_ROOT
+
+    paths = [REPO_ROOT.parent / "shared" / "paper" / "unger-paper.txt", REPO_ROOT.parent.parent / "shared" / "paper" / "unger-paper.txt"]
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
+        pytest.skip("the paper's text (shared/paper) is not beside the repository")
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Dataset\tMetric"))
+    models = ["GRU4Rec", "Caser", "SASRec", "BERT4Rec", "HGN", "FDSA", "S3-Rec", "RecForest", "TIGER", "ColaRec",
+              "EAGER", "UNGER"]
+    n = 0
+    for line in lines[start + 2:start + 14]:
+        parts = line.split("\t")
+        ds = parts[0] or ds  # noqa: F821 (set on the first row of each data set)
+        metric = parts[1].lower()
+        for model, cell in zip(models, parts[2:]):
+            assert PAPER_TABLE3.loc[(ds, model), metric] == float(re.sub(r"[^0-9.]", "", cell)), (ds, model, metric)
+            n += 1
+    assert n == len(PAPER_TABLE3) * 4 == 144
+
+
+def test_reproduce_check_recomputes_baseline_discrec_and_neighbours_keys(smoke):
+    """`reproduce --check` must recompute the keys of artefacts built outside the pipeline stages."""
+    from ungerlib.infra import artefacts, reproduce
+    from ungerlib.infra.store import config_hash
+
+    for model in O.RERUN:
+        kind = artefacts.baseline_kind(model)
+        key = artefacts.key(kind, smoke, params=O.grid("smoke", model)[0])
+        art = {"kind": kind, "key_hash": config_hash(key), "key": key}
+        assert reproduce._artefact_problem(art, "smoke", {}) is None, model
+    stale = {**key, "versions": {**key["versions"], kind: 0}}
+    why = reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(stale), "key": stale}, "smoke", {})
+    assert why and f"versions.{kind} 0 -> 1" in why
+    for kind in ("stage2_discrec", "eval_discrec"):
+        key = artefacts.key(kind, smoke)
+        assert reproduce._artefact_problem({"kind": kind, "key_hash": config_hash(key), "key": key}, "smoke", {}) is None
+    key = artefacts.key("eval_neighbours", smoke, neighbour_lambda=[2.0, 5.0])
+    assert reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(key), "key": key},
+                                       "smoke", {}) is None
+    stale = {**key, "eval": {**key["eval"], "beam": 3}}
+    why = reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(stale), "key": stale},
+                                      "smoke", {})
+    assert why is None  # a recorded setting is recomputed as recorded: the key is still valid
+    stale = {**key, "versions": {**key["versions"], "eval": 0}}
+    why = reproduce._artefact_problem({"kind": "eval_neighbours", "key_hash": config_hash(stale), "key": stale},
+                                      "smoke", {})
+    assert why and "versions.eval 0 -> 1" in why
+
+
+def test_paired_tests_and_verdicts_name_the_unger_row_they_test():
+    """Our row and the paper's plain beam are tested separately against the same reference."""
+    res = _overall()
+    res.rows[O.PLAIN] = res.rows["popularity"]  # a plain row far below SASRec on test
+    tests = pd.concat([O.paired(res, "SASRec"), O.paired(res, "SASRec", mine=O.PLAIN)])
+    v = O.verdicts(tests)
+    assert v.loc[("Beauty", O.OURS, "SASRec", "all"), "above in both"] == "yes"
+    assert v.loc[("Beauty", O.OURS, "SASRec", "all"), "significant (p < 0.05 both)"] == "yes"
+    assert v.loc[("Beauty", O.PLAIN, "SASRec", "excl"), "above in both"] == "no"
+    diff = tests.loc[("Beauty", O.PLAIN, "SASRec", "all", "recall@10"), "difference"]
+    assert diff == pytest.approx(O.table3([res]).loc[("Beauty", O.PLAIN, "all"), "recall@10"]
+                                 - O.table3([res]).loc[("Beauty", "SASRec", "all"), "recall@10"])
+    assert O.kind(O.PLAIN) == "ours, paper's decoding" and O.kind(O.OURS) == "ours"

@@ -1,0 +1,78 @@
+"""ungerlib.prefill: the plan lists each run the notebooks read once, in dependency order, and the workers
+build artefacts that the notebooks' own calls then load without training."""
+from __future__ import annotations
+
+import pytest
+
+from ungerlib.infra import artefacts, config, prefill
+from ungerlib.analyses import stage2_grid
+from ungerlib.model import stage2
+
+
+def test_plan_is_deduplicated_and_in_dependency_order():
+    jobs = prefill.plan("cpu", ["04", "05", "11"], ["Beauty"])
+    assert len({(j.kind, j.key_hash) for j in jobs}) == len(jobs)
+    assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
+    kinds = {j.kind.split(".")[0] for j in jobs}
+    assert kinds == {"semantic", "codes", "stage2", "eval", "baseline", "eval_discrec", "eval_neighbours"}
+    # the neighbours decodings read the default model, so they start after every Stage II training
+    nb = [j for j in jobs if j.kind == "eval_neighbours"]
+    assert len(nb) == 3 and min(j.phase for j in nb) > max(j.phase for j in jobs if j.kind in ("eval", "stage2"))
+    cfg = config.profile("cpu", "Beauty")
+    # the adopted row at the full budget is the profile's default run: evaluated once, not trained twice
+    adopted = artefacts.key_hash("stage2", stage2_grid.lever_config(cfg, stage2_grid.ADOPTED, stage2_grid.FULL))
+    assert adopted == artefacts.key_hash("stage2", cfg)
+    assert not [j for j in jobs if j.kind == "stage2" and j.key_hash == adopted]
+    assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
+    # every lever row at the screening budget is planned on the first data set
+    assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(stage2_grid.STAGE2_LEVERS)
+    # and the confirmed rows at the full budget on every data set (the adopted one is the default run)
+    full = sorted(j.label for j in prefill.plan("cpu", ["04"]) if "full-budget" in j.label)
+    assert full == sorted(f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")
+                          for r in stage2_grid.CONFIRM if r != stage2_grid.ADOPTED)
+    assert len([j for j in jobs if j.kind == "semantic"]) == 1
+
+
+def test_dry_run_prints_the_total_and_an_estimate(capsys):
+    assert prefill.main(["--profile", "cpu", "--only", "04", "--datasets", "Beauty", "--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("[prefill] ") and "to build" in out[-1] and "of one-thread work" in out[-1]
+    assert all(line.startswith("phase ") for line in out[:-1])
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(config.ConfigError, match="unknown notebook"):
+        prefill.plan("smoke", ["99"])
+    assert prefill.main(["--profile", "smoke", "--jobs", "0"]) == 1
+
+
+def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
+    plan = prefill.plan("smoke", ["04"])
+    jobs = [j for j in plan if j.kind in ("semantic", "codes") and "default" in j.label]
+    lever_a = [j for j in plan if j.label == "synthetic lever A"]
+    # a Stage I neighbours decoding of lever A's model, which the same call trains first
+    nb = prefill.job("eval_neighbours", lever_a[0].cfg, "synthetic lever A, neighbours", neighbour_lambda=[2.0, 5.0])
+    alpharec = [j for j in prefill.plan("smoke", ["11"]) if j.kind == "baseline.AlphaRec"]
+    assert len(lever_a) == 1 and len(alpharec) == 1
+    jobs += alpharec + lever_a + [nb]  # a baseline: cached() must find it under the key overall.run uses
+    built = prefill.prefill(jobs, n_jobs=2, log=lambda s: None)
+    assert all(j.cached() for j in jobs)
+    assert "synthetic lever A, neighbours" in built and set(built) <= {j.label for j in jobs}
+    assert artefacts.state("stage2", lever_a[0].cfg) == "built"
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the store holds the run")
+
+    monkeypatch.setattr(stage2, "train_stage2", no_training)
+    _, hist = stage2.run_stage2(lever_a[0].cfg, progress=False)  # what stage2_grid.lever_table calls
+    assert hist and hist[-1]["epoch"] >= 1
+
+
+def test_a_failed_run_is_named_and_its_error_raised(smoke):
+    from ungerlib.analyses.table3 import BaselineError
+
+    bad = prefill.Job("baseline.SASRec", "no-such-run", smoke, "synthetic bad SASRec", {"params": {"no_such_setting": 1}})
+    lines: list[str] = []
+    with pytest.raises(BaselineError, match="unknown setting"):
+        prefill.prefill([bad], n_jobs=1, log=lines.append)
+    assert any("failed: synthetic bad SASRec" in line for line in lines)

@@ -1,0 +1,233 @@
+"""Fill the artefact cache with several runs side by side, so that the notebooks only load.
+
+    python -m ungerlib prefill --profile cpu --only 04 --datasets Beauty --jobs 2
+    python -m ungerlib prefill --profile cpu --dry-run      # the plan, what is cached, a time estimate
+
+A notebook trains its runs one after another in one process. Most of them are independent (the
+Stage II rows of notebook 04, the ablation rows of notebook 05, the baselines of notebook 11), so on a
+machine with several cores it is faster to train them side by side, one torch thread each
+(``runtime``: two jobs of one thread beat one job of two on 2 cores). This module lists the runs the
+chosen notebooks read, with the same configs the notebooks build, and builds the missing ones in
+``--jobs`` worker processes, shallow kinds first (text embeddings, then Stage I and codes, then Stage
+II, then what decodes it). A run is one artefact of :mod:`ungerlib.artefacts` (a kind, a config and
+the kind's arguments) and is built by that kind's registered builder, the very call a notebook makes,
+so a notebook run afterwards finds every artefact and trains nothing. A killed worker's run resumes
+from its last finished epoch on the next call, like any run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any
+
+from ungerlib.infra import artefacts, cli
+from ungerlib.infra import config as C
+
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
+
+# Seconds one run of a kind took on one thread of the 2-core development machine beside another job
+# (cpu profile; docs/REPRODUCIBILITY.md), used for the estimate where the store has no run of that
+# kind and data set yet. "codes" includes its Stage I. Smoke runs take seconds.
+TYPICAL_S = {"semantic": 240, "codes": 1200, "stage2": 3000, "eval": 3300, "eval_neighbours": 120,
+             "stage2_discrec": 2700, "eval_discrec": 2800, "baseline": 1500}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run to build: artefact ``kind`` for ``cfg`` with the kind's arguments ``extra``. Two jobs are
+    the same run exactly when kind and key agree."""
+
+    kind: str
+    key_hash: str
+    cfg: C.RunConfig = field(compare=False)
+    label: str = field(compare=False)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def phase(self) -> int:
+        return artefacts.get(self.kind).depth
+
+    def state(self) -> str:
+        return artefacts.state(self.kind, self.cfg, **self.extra)
+
+    def cached(self) -> bool:
+        return self.state() == "built"
+
+
+def job(kind: str, cfg: C.RunConfig, label: str, **extra: Any) -> Job:
+    return Job(kind, artefacts.key_hash(kind, cfg, **extra), cfg, label, extra)
+
+
+def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None) -> list[Job]:
+    """The runs the chosen notebooks read (default: all), deduplicated, shallow kinds first. The configs
+    are built as the notebooks build them (their default parameters)."""
+    from ungerlib.analyses import ablations, stage2_grid as levers, table3 as overall
+    from ungerlib.model import neighbours
+    from ungerlib.infra.report import profile_datasets
+
+    nbs = list(NOTEBOOKS) if not notebooks else notebooks
+    unknown = [n for n in nbs if n not in NOTEBOOKS]
+    if unknown:
+        raise C.ConfigError(f"unknown notebook(s) {unknown}; the ones that train: {list(NOTEBOOKS)}")
+    names = profile_datasets(profile, datasets)
+    cfgs = {n: C.profile(profile, dataset=n) for n in names}
+    jobs: list[Job] = []
+    for n, cfg in cfgs.items():  # every notebook reads the default chain
+        if {"04", "11"} & set(nbs):
+            jobs.append(job("eval", cfg, f"{n} default"))
+            # our row: the default decoded with the Stage I neighbours term, every lambda of the grid
+            jobs += [job("eval_neighbours", cfg, f"{n} default, Stage I neighbours {lam}", neighbour_lambda=list(lam))
+                     for lam in neighbours.GRID if any(lam)]
+        else:
+            jobs.append(job("codes", cfg, f"{n} default"))
+    if "04" in nbs:
+        first = names[0]
+        jobs += [job("stage2", levers.lever_config(cfgs[first], r), f"{first} lever {r[:1]}")
+                 for r in levers.screened_rows(profile)]
+        jobs += [job("eval", levers.lever_config(c, r, levers.FULL), f"{n} full-budget {r[:1]}")
+                 for n, c in cfgs.items() for r in levers.CONFIRM]
+        jobs += [job(artefacts.baseline_kind("SASRec"), cfgs[first], f"{first} SASRec {p}", params=p)
+                 for p in overall.grid(profile, "SASRec")]
+    if "05" in nbs:
+        for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
+            base = ablations.base_config(profile, n)
+            rows = [*ablations.TABLE5, *ablations.TABLE6, *ablations.FIG8, *ablations.k_rows(base)]
+            jobs += [job("eval", rc, f"{n} ablation {r}") for (r, _), rc in ablations.row_configs(base, rows).items()]
+    if "11" in nbs:
+        for n, cfg in cfgs.items():
+            jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} {p}", params=p)
+                     for m in overall.RERUN for p in overall.grid(profile, m)]
+            jobs.append(job("eval_discrec", cfg, f"{n} DiscRec"))
+    # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes
+    jobs += [job("codes", j.cfg, f"{j.cfg.data.dataset} Stage I + codes of {j.label}") for j in list(jobs)
+             if artefacts.get(j.kind).depth > artefacts.get("codes").depth and "codes" in _chain(j.kind)]
+    jobs += [job("semantic", j.cfg, f"{j.cfg.data.dataset} text embeddings") for j in list(jobs)
+             if "semantic" in _chain(j.kind) and j.kind != "semantic"]
+    # a run that an evaluation of the same config builds anyway is not a job of its own
+    evaluated = {artefacts.key_hash("stage2", j.cfg) for j in jobs if j.kind == "eval"}
+    jobs = [j for j in jobs if not (j.kind == "stage2" and j.key_hash in evaluated)]
+    return sorted(dict.fromkeys(jobs), key=lambda j: j.phase)
+
+
+def _chain(kind: str) -> list[str]:
+    return [k.name for k in artefacts.get(kind).chain()]
+
+
+def _one_thread() -> None:
+    """Worker start-up: the thread policy (``runtime``) at one torch thread, before any work."""
+    from ungerlib.infra import runtime
+
+    os.environ["UNGER_THREADS"] = "1"
+    os.environ.update(runtime.thread_env())
+    runtime.configure_threads()
+
+
+def build(j: Job) -> float:
+    """Build ``j``'s artefact (or load it) in this process with its kind's registered builder; its wall seconds."""
+    t0 = time.time()
+    artefacts.build(j.kind, j.cfg, **j.extra)
+    return time.time() - t0
+
+
+def estimate(jobs: list[Job]) -> float:
+    """Seconds of one-thread work to build the jobs not yet built: per job, the mean wall time of the
+    runs of its kind and data set already in the store, else :data:`TYPICAL_S` (0 for smoke)."""
+    from ungerlib.infra import store
+
+    seen: dict[tuple[str, str], list[float]] = {}
+    root = store.artefact_root()
+    for kind in {j.kind for j in jobs}:
+        folder = root / kind
+        for p in folder.glob("*/provenance.json") if folder.is_dir() else []:
+            try:
+                rec = json.loads(p.read_text())
+                seen.setdefault((kind, rec["key"]["data"]["dataset"]), []).append(float(rec["wall_s"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    total = 0.0
+    for j in jobs:
+        if j.cached():
+            continue
+        past = seen.get((j.kind, j.cfg.data.dataset))
+        if past:
+            total += sum(past) / len(past)
+        elif j.cfg.profile != "smoke":
+            total += TYPICAL_S.get(j.kind.split(".")[0], 1500)
+    return total
+
+
+def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
+    """Build every job not yet cached, ``n_jobs`` at a time (one torch thread each), shallow kinds
+    first. Returns the wall seconds of each job built, by label."""
+    from ungerlib.infra import runtime
+
+    todo = [j for j in jobs if not j.cached()]
+    log(f"[warm] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {n_jobs} jobs"
+        + (f" (about {runtime.duration(estimate(todo) / max(1, min(n_jobs, len(todo))))})" if todo else ""))
+    done: dict[str, float] = {}
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        for phase in sorted({j.phase for j in todo}):
+            running = {pool.submit(build, j): j for j in todo if j.phase == phase}
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    j = running.pop(f)
+                    if f.exception() is not None:  # say which run failed, then stop with its error
+                        log(f"[warm] failed: {j.label} ({j.kind}); runs not started are cancelled, "
+                            "running ones finish first")
+                        for other in running:
+                            other.cancel()
+                        raise f.exception()
+                    done[j.label] = f.result()
+                    log(f"[warm] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
+                        f"{runtime.duration(time.time() - t0)} so far)")
+    return done
+
+
+def _main(a: argparse.Namespace) -> None:
+    from ungerlib.infra import runtime
+
+    if a.jobs < 1:
+        raise C.ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    jobs = plan(a.profile, a.only, a.datasets)
+    if a.dry_run:
+        states = [j.state() for j in jobs]
+        for j, s in zip(jobs, states):
+            print(f"phase {j.phase}  {s:10s}  {j.kind:18s} {j.label}")
+        todo = [j for j, s in zip(jobs, states) if s != "built"]
+        work = estimate(todo)
+        print(f"[warm] {len(jobs)} runs: {len(jobs) - len(todo)} built, {len(todo)} to build "
+              f"({sum(s == 'checkpoint' for s in states)} resume from a checkpoint); about "
+              f"{runtime.duration(work)} of one-thread work, {runtime.duration(work / a.jobs)} with {a.jobs} jobs")
+        return
+    built = warm(jobs, a.jobs, log=runtime.log)
+    print(json.dumps(built, indent=1))
+    runtime.log(f"[warm] {len(built)} runs built; artefacts in {artefacts_root()}")
+
+
+def artefacts_root() -> str:
+    from ungerlib.infra.store import artefact_root
+
+    return str(artefact_root())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=C.PROFILES)
+    ap.add_argument("--only", nargs="*", help=f"notebook prefixes (default: all that train, {' '.join(NOTEBOOKS)})")
+    ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs and whether each is built; build nothing")
+    ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
+    return cli.run(_main, ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

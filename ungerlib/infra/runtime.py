@@ -1,0 +1,158 @@
+"""How ungerlib runs on this machine: CPU threads, subnormal floats and progress lines. Nothing here
+changes a result beyond float rounding and what rounding does to a training run (see
+``config.NEUTRAL_MODULES``), so editing it never retrains an artefact.
+
+Subnormal floats. Weight decay drives weights that get no gradient towards zero, into the subnormal
+range (|x| < 1.2e-38); on the Intel Xeon of a 2026-12-05 session a matrix product with such a weight
+matrix ran 120x slower than with the same matrix flushed to zero, and a Stage II epoch (row J, Beauty)
+slowed from 150 s to 650 s between epochs 4 and 6 as they accumulated (about half the weights of some
+attention projections were subnormal by epoch 6). :func:`flush_denormals`, called by ``import
+ungerlib``, makes torch's CPU math treat them as zero (the FTZ / DAZ modes). Values that small are zero
+for every purpose, but like a change of thread count the mode changes float rounding, and a training
+run follows another trajectory: Toys' Stage I reproduced its committed validation to every digit with
+the mode on, while a row-J Stage II run on Toys ended 0.0008 lower in validation NDCG@20 than the
+same run without it (about 0.6 standard errors). The artefact keys record neither.
+
+Threads. torch's intra-op pool has one thread per core, and OpenMP's idle threads spin while they
+wait for work: on a machine where anything else runs, the threads fight for the cores and
+throughput collapses. ``bench/bench_threads.py`` on 2 cores (cpu-profile models, Beauty-sized
+batches; median step time, ms; the machine was never quiet: 3-5 other CPU-bound jobs ran
+throughout, "+1 job" adds a spinning process):
+
+=====================  ==============  ==============  ===============  ===============
+policy                 Stage I         Stage II        Stage I +1 job   Stage II +1 job
+=====================  ==============  ==============  ===============  ===============
+torch default (2)      1140            4133            4132             14895
+1 thread               303             728             619              1925
+2 threads, passive     293             480             564              1646
+=====================  ==============  ==============  ===============  ===============
+
+The collapse comes from the spinning, not from the thread count: with idle threads sleeping
+(``OMP_WAIT_POLICY=PASSIVE``) two threads were as fast as one or faster in every condition. The
+policy (:func:`thread_policy`, :func:`thread_env`):
+
+* idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless ``OMP_WAIT_POLICY`` is set;
+* ``UNGER_THREADS=N`` uses N threads (``all`` or 0: one per core); unset: ``OMP_NUM_THREADS`` if
+  set, else torch's default, one per core.
+
+The wait policy only takes effect if it is in the environment before torch is imported: ``import
+ungerlib`` puts it there when torch is not imported yet, the command-line entry points call
+:func:`configure_threads` first, and the notebooks runner starts every kernel with
+:func:`thread_env`. Who imports torch before ungerlib sets ``OMP_WAIT_POLICY=PASSIVE`` themselves.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+_configured = False
+
+
+def thread_policy() -> int | None:
+    """The intra-op thread count the policy asks for (None: torch's default, one per core)."""
+    raw = os.environ.get("UNGER_THREADS", "").strip().lower()
+    if raw in ("all", "0"):
+        return None
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = -1
+        if n < 0:
+            from ungerlib.infra.config import ConfigError
+
+            raise ConfigError(f"UNGER_THREADS must be a number of threads or 'all', got {raw!r}")
+        return n
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)  # the user's own choice
+    return None
+
+
+def thread_env() -> dict[str, str]:
+    """Environment variables that apply the policy to a process started with them (notebook kernels)."""
+    n = thread_policy()
+    env = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    if n is not None:
+        env.update(UNGER_THREADS=str(n), OMP_NUM_THREADS=str(n), MKL_NUM_THREADS=str(n))
+    else:
+        env["UNGER_THREADS"] = "all"
+    return env
+
+
+def apply_thread_env() -> None:
+    """Set the policy's environment variables as defaults if torch is not imported yet (called by
+    ``import ungerlib``); an explicit ``OMP_NUM_THREADS`` or ``OMP_WAIT_POLICY`` is kept."""
+    if "torch" in sys.modules:
+        return
+    try:
+        env = thread_env()
+    except ValueError:
+        return  # a bad UNGER_THREADS: configure_threads() reports it
+    for k, v in env.items():
+        if k != "UNGER_THREADS":
+            os.environ.setdefault(k, v)
+
+
+# Whether flush_denormals() turned the mode on in this process (None: never called); torch cannot be
+# asked, so provenance records (store.environment) read this.
+FLUSH_DENORMAL: bool | None = None
+
+
+def flush_denormals() -> bool:
+    """Treat subnormal floats as zero in torch's CPU math from now on (module docstring); threads that
+    torch starts later inherit the mode. False where the CPU has no such mode."""
+    global FLUSH_DENORMAL
+    import torch
+
+    FLUSH_DENORMAL = torch.set_flush_denormal(True)
+    return FLUSH_DENORMAL
+
+
+def configure_threads() -> int:
+    """Apply the thread policy to this process (entry points call it first); returns torch's thread count."""
+    global _configured
+    apply_thread_env()
+    import torch
+
+    if not _configured:
+        n = thread_policy()
+        if n is not None:
+            torch.set_num_threads(n)
+        _configured = True
+    return torch.get_num_threads()
+
+
+def log(msg: str) -> None:
+    """One progress line on stderr (shown live by the notebooks runner and the command line)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bar(it: Iterable[T], desc: str, total: int | None = None, enabled: bool = True) -> Iterator[T]:
+    """A tqdm progress bar on stderr (refreshing at most every 10 s when not on a terminal); a text bar
+    when ``UNGER_PROGRESS=text`` (what the notebooks runner sets: it streams the kernels' stderr)."""
+    if os.environ.get("UNGER_PROGRESS") == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+
+    tty = sys.stderr.isatty()
+    return iter(tqdm(it, desc=desc, total=total, disable=not enabled, leave=False, file=sys.stderr,
+                     mininterval=0.5 if tty else 10.0, dynamic_ncols=tty))
+
+
+def duration(seconds: float) -> str:
+    """'1h 05m', '12m 30s' or '45s'."""
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def eta(done: int, total: int, started: float) -> str:
+    """'12m 30s left' from the mean time per unit so far."""
+    if done <= 0 or done >= total:
+        return "0s left" if done >= total else "?"
+    return duration((time.time() - started) / done * (total - done)) + " left"

@@ -1,0 +1,105 @@
+"""Trie-constrained beam search over unicodes (paper 3.5), batched, on the model's incremental decoder.
+
+Every step expands only children that exist in the code trie (``CodeTable.next_node``), so
+each finished beam is a real item and no item can appear twice. Among all expansions of all
+live beams, the ``beam`` best by total log-probability survive; those that reach a leaf leave
+the beam as finished items (codes may differ in length). The ranking is the finished items
+sorted by log-probability. The model's :meth:`~ungerlib.stage2.UNGER.decode_step` caches keys and
+values, so each step feeds one token, and a user's beams attend to its encoder memory together.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ungerlib.model.codes import CodeTable
+from ungerlib.model.data import PAD
+
+
+@torch.no_grad()
+def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """hist [B, L] -> per user: finished item ids and their log-probs (unsorted)."""
+    B, dev = hist.shape[0], hist.device
+    node_item = torch.from_numpy(table.node_item).to(dev)
+    st, logits = model.decode_start(hist)
+    score = torch.zeros(B, 1, dtype=torch.float64, device=dev)
+    items: list[list[torch.Tensor]] = [[] for _ in range(B)]
+    scores: list[list[torch.Tensor]] = [[] for _ in range(B)]
+    for _ in range(table.max_len):
+        W = score.shape[1]
+        logp = torch.log_softmax(logits.double(), -1).view(B, W, -1)  # [B, W, K]
+        child = model.next_node[st.node].view(B, W, -1)  # [B, W, K]
+        cand = torch.where(child >= 0, score[..., None] + logp, -torch.inf).view(B, -1)
+        new_score, flat = cand.topk(min(beam, cand.shape[1]), dim=1)  # [B, W']
+        parent, tok = flat // table.K, flat % table.K
+        new_node = child.view(B, -1).gather(1, flat)
+        ok = torch.isfinite(new_score)
+        leaf = ok & (node_item[new_node.clamp(min=0)] >= 0)
+        for b in torch.nonzero(leaf.any(1)).flatten().tolist():
+            items[b].append(node_item[new_node[b, leaf[b]]])
+            scores[b].append(new_score[b, leaf[b]])
+        alive = ok & ~leaf
+        if not alive.any():
+            break
+        score = torch.where(alive, new_score, -torch.inf)
+        rows = (torch.arange(B, device=dev)[:, None] * W + parent).flatten()  # each new beam's parent row
+        logits = model.decode_step(st, rows, tok.flatten())
+    out_i = [torch.cat(i).cpu().numpy() if i else np.zeros(0, np.int64) for i in items]
+    out_s = [torch.cat(s).cpu().numpy() if s else np.zeros(0) for s in scores]
+    return out_i, out_s
+
+
+def recommend(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
+              exclude_history: bool = False, batch_size: int = 256,
+              exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``topk`` items per user [N, topk] (-1 pads) and their log-probs, best first.
+
+    With ``exclude_history`` the items in ``exclude`` [N, S] (PAD = -1; default: ``histories``) are
+    dropped from the beam's results and the next ones move up (a beam of at least topk + history
+    length keeps the list full). Pass a split's ``Examples.exclude`` to drop the whole history, not
+    just the model's input window.
+    """
+    return _rankings(model, histories, table, beam, topk, batch_size,
+                     (exclude_history,), histories if exclude is None else exclude)[0]
+
+
+def recommend_both(model, histories: np.ndarray, table: CodeTable, beam: int = 20, topk: int = 20,
+                   batch_size: int = 256, exclude: np.ndarray | None = None
+                   ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """One beam search, two rankings: ``(all_items, all_scores), (excl_items, excl_scores)``.
+
+    The second drops the items in ``exclude`` (see :func:`recommend`); both come from the same
+    finished beams, so evaluating both costs one search.
+    """
+    all_, excl = _rankings(model, histories, table, beam, topk, batch_size, (False, True),
+                           histories if exclude is None else exclude)
+    return all_, excl
+
+
+def _rankings(model, histories: np.ndarray, table: CodeTable, beam: int, topk: int, batch_size: int,
+              excludes: tuple[bool, ...], exclude: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One beam search; per entry of ``excludes``, top-``topk`` (items, log-probs) without / with the
+    ``exclude`` items. Users are batched by history length and each batch is trimmed to its longest
+    history (padding is masked, so results do not depend on the batching)."""
+    if beam < 1 or topk < 1:
+        raise ValueError(f"beam and topk must be positive, got beam={beam}, topk={topk}")
+    if len(exclude) != len(histories):
+        raise ValueError(f"exclude has {len(exclude)} rows for {len(histories)} histories")
+    model.eval()
+    dev = next(model.parameters()).device
+    N = len(histories)
+    out = [(np.full((N, topk), -1, dtype=np.int64), np.full((N, topk), -np.inf)) for _ in excludes]
+    by_length = np.argsort((histories != PAD).sum(1), kind="stable")
+    for s in range(0, N, batch_size):
+        users = by_length[s:s + batch_size]
+        hist = histories[users]
+        longest = max(int((hist != PAD).sum(1).max()), 1)
+        its, scs = beam_search(model, torch.from_numpy(hist[:, -longest:]).to(dev), table, beam)
+        for u, i, sc in zip(users, its, scs):
+            order = np.argsort(-sc, kind="stable")
+            i, sc = i[order], sc[order]
+            for excl, (out_i, out_s) in zip(excludes, out):
+                keep = ~np.isin(i, exclude[u]) if excl else slice(None)
+                ki, ks = i[keep][:topk], sc[keep][:topk]
+                out_i[u, :len(ki)], out_s[u, :len(ks)] = ki, ks
+    return out

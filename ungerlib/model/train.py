@@ -1,0 +1,183 @@
+"""One training loop for both stages (LETTER-style ``fit``).
+
+:func:`fit` runs epochs of shuffled mini-batches with Adam, linear warm-up then constant or cosine
+learning rate, optional gradient clipping, a validation after every epoch, early stopping on one
+validation metric, and keeps the best state. After every epoch it writes a checkpoint (model,
+optimiser, schedule, random states, history) to ``work_dir``; a killed run started again with the
+same ``work_dir`` resumes after the last finished epoch and ends with the same result.
+
+The model owns its loss: ``loss_fn(idx, rng)`` returns a dict whose ``"loss"`` is minimised and
+whose other entries are logged per epoch as ``loss_<name>`` (example-weighted means).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ungerlib.infra import runtime
+from ungerlib.infra.store import atomic_torch_save
+
+
+@dataclass
+class Schedule:
+    """The optimisation settings :func:`fit` reads (both stages' configs carry these fields)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    lr_decay: str  # "none" | "cosine" (to zero at the last step)
+    weight_decay: float
+    patience: int  # epochs without a better validation metric before stopping
+    clip_norm: float  # 0: no clipping
+
+    @classmethod
+    def of(cls, stage_cfg: Any) -> "Schedule":
+        return cls(**{f: getattr(stage_cfg, f) for f in cls.__dataclass_fields__})
+
+
+def lr_factor(step: int, warmup: int, decay: str, total: int) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based) of ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "none":
+        return 1.0
+    if decay != "cosine":
+        raise ValueError(f"lr_decay must be 'none' or 'cosine', got {decay!r}")
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator,
+                     lengths: np.ndarray | None = None, bucket: int = 0) -> list[np.ndarray]:
+    """One epoch's batches of example indices.
+
+    Without ``lengths``: a random permutation cut into batches. With ``lengths`` and ``bucket`` > 0:
+    the permutation is cut into chunks of ``bucket`` batches, each chunk is sorted by length and cut
+    into batches, and the batches are shuffled, so a batch holds similar lengths (little padding)
+    while every epoch still sees a fresh random grouping.
+    """
+    order = rng.permutation(n)
+    if lengths is None or bucket <= 0:
+        return [order[s:s + batch_size] for s in range(0, n, batch_size)]
+    out = []
+    chunk = batch_size * bucket
+    for s in range(0, n, chunk):
+        part = order[s:s + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        out.extend(part[b:b + batch_size] for b in range(0, len(part), batch_size))
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    try:
+        return torch.load(path, weights_only=False, map_location=device)
+    except Exception as e:  # a truncated or foreign file: say which, do not guess
+        raise RuntimeError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); delete it to "
+                           "start this run from scratch") from None
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generator], dict[str, torch.Tensor]],
+        batches: Callable[[np.random.Generator], list[np.ndarray]], validate: Callable[[], dict[str, float]],
+        select: str, sched: Schedule, seed: int, work_dir: Path | None = None, name: str = "train",
+        progress: bool = True, after_epoch: Callable[[int], None] | None = None,
+        params: list[torch.nn.Parameter] | None = None, every: int = 1) -> FitResult:
+    """Train ``model`` and leave it in the state of the epoch with the best ``validate()[select]``.
+
+    ``batches(rng)`` gives one epoch's index arrays, ``loss_fn(idx, rng)`` the loss terms of a batch,
+    ``validate()`` the validation metrics (recorded as ``valid_<name>``), run after every ``every``-th
+    epoch and the last (early stopping counts validations), ``params`` what Adam optimises: parameters
+    or parameter groups (default: all of ``model``'s). Wall times are recorded as ``train_s`` /
+    ``valid_s``: the only fields a resumed run does not repeat exactly. A non-finite loss stops the run
+    with a :class:`TrainingDiverged` naming the learning rate.
+
+    ``seed`` seeds the NumPy generator of batches and negatives; torch's generator (dropout) is not
+    reseeded: it continues from the model's initialisation, which the caller seeds.
+    """
+    device = next(model.parameters()).device
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(params or list(model.parameters()), lr=sched.lr, weight_decay=sched.weight_decay)
+    per_epoch = len(batches(np.random.default_rng(seed)))  # same count every epoch
+    total = sched.epochs * per_epoch
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, sched.warmup_steps, sched.lr_decay, total))
+    st: dict[str, Any] = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad": 0, "history": [], "best_state": None}
+    ckpt = work_dir / f"{name}.pt" if work_dir else None
+    if ckpt and ckpt.exists():
+        st = _load_checkpoint(ckpt, device)
+        model.load_state_dict(st.pop("model")), opt.load_state_dict(st.pop("opt"))
+        lr_sched.load_state_dict(st.pop("sched"))
+        rng.bit_generator.state = st.pop("rng")
+        torch.set_rng_state(st.pop("torch_rng").cpu())
+        runtime.log(f"[{name}] resuming from epoch {st['epoch']} of {sched.epochs} ({ckpt})")
+    started, first = time.time(), st["epoch"]
+    for epoch in range(st["epoch"], sched.epochs):
+        if st["bad"] >= sched.patience:
+            runtime.log(f"[{name}] early stop: no better valid {select} for {sched.patience} epochs")
+            break
+        model.train()
+        t0 = time.time()
+        sums: dict[str, float] = {}
+        n_seen = 0
+        for step, idx in enumerate(runtime.bar(batches(rng), f"{name} epoch {epoch + 1}/{sched.epochs}", per_epoch, progress)):
+            terms = loss_fn(idx, rng)
+            if not torch.isfinite(terms["loss"]):
+                raise TrainingDiverged(f"{name}: the training loss is {float(terms['loss'])} at epoch {epoch + 1}, "
+                                       f"batch {step + 1}: training diverged; lower the learning rate "
+                                       f"({name}.lr = {sched.lr:g})")
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            if sched.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), sched.clip_norm)
+            opt.step()
+            lr_sched.step()
+            for k, v in terms.items():
+                if k != "loss":
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            n_seen += len(idx)
+        rec: dict[str, float] = {"epoch": epoch + 1, **{f"loss_{k}": v / n_seen for k, v in sums.items()},
+                                 "train_s": time.time() - t0}
+        if (epoch + 1) % every == 0 or epoch + 1 == sched.epochs:
+            t0 = time.time()
+            model.eval()
+            with torch.no_grad():
+                rec.update({f"valid_{k}": v for k, v in validate().items()})
+            rec["valid_s"] = time.time() - t0
+            score = rec[f"valid_{select}"]
+            if score > st["best"]:
+                st.update(best=score, best_epoch=epoch + 1, bad=0,
+                          best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+            else:
+                st["bad"] += 1
+        st["history"].append(rec)
+        st["epoch"] = epoch + 1
+        if ckpt:
+            atomic_torch_save({**st, "model": model.state_dict(), "opt": opt.state_dict(),
+                               "sched": lr_sched.state_dict(), "rng": rng.bit_generator.state,
+                               "torch_rng": torch.get_rng_state()}, ckpt)
+        runtime.log(f"[{name}] epoch {epoch + 1}/{sched.epochs} "
+                    + " ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith(("loss_", "valid_"))
+                               and not k.endswith("_s"))
+                    + f" ({rec['train_s'] + rec.get('valid_s', 0):.0f}s, best epoch {st['best_epoch']}, "
+                    + f"{runtime.eta(epoch + 1 - first, sched.epochs - first, started)})")
+        if after_epoch:
+            after_epoch(epoch + 1)
+    if st["best_state"] is not None:
+        model.load_state_dict(st["best_state"])
+    model.eval()
+    return FitResult(st["history"], st["best_epoch"])
