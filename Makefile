@@ -1,13 +1,20 @@
-# The two commands a newcomer needs (see README):
-#   make figures   set up .venv and regenerate every table and figure on the default (cpu) profile
-#   make test      set up .venv and run the unit tests and the notebooks (smoke profile) under nbval,
-#                  then check that no smoke table is stale (python -m ungerlib reproduce --check)
-#   make determinism  run the smoke notebooks twice from empty caches and compare every table
+# The two commands a newcomer needs (README):
+#   make figures   set up .venv, train what the notebooks read (side by side, resumable), run every
+#                  notebook on the default cpu profile: tables, figures and executed notebooks in
+#                  figures/cpu/, then list anything stale (python -m ungerlib reproduce --check)
+#   make test      set up .venv, run the unit tests and every notebook on the synthetic smoke profile
+#                  under nbval, then check that no smoke table is stale
+# Also:
+#   make tune         the validation grids (Stage II rows, every baseline's grid); rewrites
+#                     figures/$(PROFILE)/tuning/ and its selected.json, which make figures trains
+#   make determinism  two smoke reproductions from empty caches, every table compared
 PROFILE ?= cpu
 PY := .venv/bin/python
-# The smoke models are tiny: one torch thread is faster than two there (README, "How long"), and it
+# The smoke models are tiny: one torch thread is faster than two there (docs/REPRODUCIBILITY.md), and it
 # leaves the other core free. Override with e.g. make test SMOKE_THREADS=all.
 SMOKE_THREADS ?= 1
+# Worker processes that train side by side (default: one per core, one torch thread each).
+JOBS ?=
 
 .venv/.installed: requirements.txt requirements-baselines.txt pyproject.toml
 	python3 -m venv .venv
@@ -18,14 +25,14 @@ SMOKE_THREADS ?= 1
 
 setup: .venv/.installed
 
-# ungerlib.warm trains the runs the notebooks read side by side (one torch thread each, WARM_JOBS worker
-# processes, default one per core), then the notebooks run and only load them.
-WARM_JOBS ?=
-
 figures: setup
-	$(PY) -m ungerlib prefill --profile $(PROFILE) $(if $(WARM_JOBS),--jobs $(WARM_JOBS))
+	$(PY) -m ungerlib prefill --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m ungerlib reproduce --profile $(PROFILE)
 	$(PY) -m ungerlib reproduce --profile $(PROFILE) --check
+
+tune: setup
+	$(PY) -m ungerlib prefill --profile $(PROFILE) --only tune $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m ungerlib tune --profile $(PROFILE)
 
 # The smoke notebooks' outputs must name every artefact they read, under keys the current code
 # computes (--allow-dirty: a local tree with uncommitted edits; CI's fresh clone is clean anyway).
@@ -40,4 +47,4 @@ test: setup
 determinism: setup
 	$(PY) tools/check_determinism.py --profile smoke
 
-.PHONY: setup figures test determinism
+.PHONY: setup figures tune test determinism

@@ -7,7 +7,7 @@ gradient) and once with the same matrix flushed to zero, with torch's flush-to-z
 On the Intel Xeon of the 2026-12-05 session (one thread, two other jobs on the 2 cores): 1.7 products
 a second with subnormal weights against 201 with the mode on (120x); a row-J Stage II epoch on Beauty
 went from about 150 s to 650 s as they accumulated. ``import ungerlib`` turns the mode on
-(``ungerlib.runtime.flush_denormals``); this script sets it itself, before and after, to show both.
+(``ungerlib.infra.runtime.flush_denormals``); this script sets it itself, before and after, to show both.
 """
 from __future__ import annotations
 

@@ -27,15 +27,14 @@
 # **Sports item text is brand + categories + keywords, not titles**.
 #
 # The paper leaves open how code tokens are embedded and scored. The first section compares those
-# choices on **validation** (`ungerlib.levers`); the profiles use the row validation supports.
+# choices on **validation** (`ungerlib.analyses.stage2_grid`); the profiles use the row validation supports.
 
 # %% tags=["parameters"]
 profile = "cpu"
 datasets = None  # None: the profile's data sets
-lever_rows = None  # None: every row of stage2_grid.STAGE2_LEVERS on the first data set (smoke: rows A and E)
 confirm_rows = None  # rows trained again at the full budget on every data set; None: stage2_grid.CONFIRM
 sasrec = None  # data sets with the same-split SASRec reference (softmax loss, tuned on validation;
-# ungerlib.overall, the run notebook 11 shows); None: every data set
+# ungerlib.analyses.table3, the run notebook 11 shows); None: every data set
 
 # %%
 import pandas as pd
@@ -43,11 +42,10 @@ from IPython.display import Markdown, display
 from ungerlib.infra import config, report
 from ungerlib.analyses.paper import PAPER_TABLE3
 from ungerlib.model import stage2
-from ungerlib.analyses import stage2_grid, table3
+from ungerlib.analyses import stage2_grid, table3, tuning
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
-lever_rows = stage2_grid.screened_rows(profile) if lever_rows is None else list(lever_rows)
 first = names[0]
 confirm_rows = list(stage2_grid.CONFIRM if confirm_rows is None else confirm_rows)
 sasrec = names if sasrec is None else list(sasrec)
@@ -61,11 +59,11 @@ short = lambda row: row[:2].strip()  # "A", "E", ...
 # dropout on E, and J adds weight decay to E. Rows retired after they lost on validation (Stage I
 # initialisation, fixed Stage I vectors, per-row weight decay, the logit-adjusted loss) are recorded in
 # `docs/experiments/stage2_rare_items.md`. Validation only, every item ranked, on the first data set.
+# `make tune` trains this grid and commits the table (`figures/<profile>/tuning/stage2_grid.md`); this
+# notebook shows it and trains only the rows confirmed at the full budget below.
 
 # %%
-lever_table = stage2_grid.lever_table(cfgs[first], lever_rows)
-report.save_table(lever_table, "stage2_levers", [stage2_grid.lever_config(cfgs[first], r) for r in lever_table.index],
-                  legend=f"{first}, validation split, every item ranked, best epoch of each row at the screening budget.")
+lever_table = tuning.stage2_screen(cfgs[first])
 lever_table
 
 # %%
@@ -128,7 +126,7 @@ report.save_figure(fig, "stage2_curves", curves, list(cfgs.values()))
 # ## Decoding with the Stage I neighbours (beyond the paper)
 # The paper's beam ranks items by the model's scores alone. Row J recalls almost none of the test targets
 # that were trained fewer than five times, while the cosine kNN on the very Stage I embeddings its codes
-# quantise recalls them best (`docs/experiments/stage2_rare_items.md`). `ungerlib.neighbours` adds
+# quantise recalls them best (`docs/experiments/stage2_rare_items.md`). `ungerlib.model.neighbours` adds
 # λ_l · cos(Stage I embedding of the user's last item, the child's Stage I vector) to each child's score
 # at code level l; the trie-constrained beam and the softmax over each prefix's children are unchanged,
 # so the beam still generates the item's unicode and returns valid, distinct items. λ is a decoding

@@ -80,7 +80,7 @@ def compare(a: Path, b: Path) -> list[str]:
 
 def run_once(profile: str, only: list[str] | None, folder: Path) -> float:
     env = {**os.environ, "UNGER_ARTEFACTS": str(folder / "artefacts"), "UNGER_FIGURES": str(folder / "figures")}
-    cmd = [sys.executable, "-m", "ungerlib.reproduce", "--profile", profile] + (["--only", *only] if only else [])
+    cmd = [sys.executable, "-m", "ungerlib.infra.reproduce", "--profile", profile] + (["--only", *only] if only else [])
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.time() - t0

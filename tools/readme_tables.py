@@ -1,4 +1,5 @@
-"""The README's result tables are copies of saved tables, never typed by hand: each block
+"""The result tables of the README and docs/RESULTS.md are copies of saved tables, never typed by hand:
+each block
 
     <!-- table: cpu/stage2_metrics -->
     ...
@@ -6,7 +7,7 @@
 
 holds the text of ``figures/cpu/stage2_metrics.md`` (the table and its legend line), so a number in the
 README is always the number of a committed table with provenance beside it. This rewrites every block
-from its file or, with ``--check``, lists the blocks that differ and exits non-zero.
+of :data:`DOCUMENTS` from its file or, with ``--check``, lists the blocks that differ and exits non-zero.
 
     python tools/readme_tables.py           # after regenerating figures
     python tools/readme_tables.py --check   # CI (tests/test_readme_tables.py calls check())
@@ -20,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCUMENTS = (README, ROOT / "docs" / "RESULTS.md")
 BLOCK = re.compile(r"(<!-- table: (?P<name>[\w/.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
@@ -56,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="list blocks that differ from their files; exit 1 if any")
     a = ap.parse_args(argv)
     if a.check:
-        bad = check()
-        print("\n".join(bad) or "README tables in step with figures/")
+        bad = [f"{doc.name}: {b}" for doc in DOCUMENTS for b in check(doc)]
+        print("\n".join(bad) or "README and docs/RESULTS.md tables in step with figures/")
         return 1 if bad else 0
-    README.write_text(rendered(README.read_text()))
+    for doc in DOCUMENTS:
+        doc.write_text(rendered(doc.read_text()))
     return 0
 
 

@@ -2,8 +2,8 @@
 
 ``ungerlib.recommend(cfg, item_ids, k=10)`` turns one user's items into recommendations
 (:mod:`ungerlib.api`). Importing the package applies the CPU thread policy of
-:mod:`ungerlib.runtime` as environment defaults, then imports torch and has it flush subnormal floats
-to zero (:func:`ungerlib.runtime.flush_denormals`: with weight decay they made training 4x slower).
+:mod:`ungerlib.infra.runtime` as environment defaults, then imports torch and has it flush subnormal floats
+to zero (:func:`ungerlib.infra.runtime.flush_denormals`: with weight decay they made training 4x slower).
 """
 from __future__ import annotations
 

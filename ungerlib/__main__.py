@@ -4,6 +4,7 @@
     python -m ungerlib reproduce --profile cpu            # run the notebooks (tables and figures)
     python -m ungerlib reproduce --check --profile cpu    # which outputs are stale, and what to run
     python -m ungerlib prefill --profile cpu --dry-run    # the runs the notebooks read, and an estimate
+    python -m ungerlib tune --profile cpu                 # the validation grids; writes the selection
     python -m ungerlib golden --check                     # every kind's numbers at its version
     python -m ungerlib table3 --models SASRec             # one baseline's validation grid
     python -m ungerlib neighbours --dataset Sports        # the Stage I neighbours lambda on validation
@@ -15,8 +16,8 @@ import importlib
 import sys
 
 COMMANDS = {"pipeline": "infra.pipeline", "reproduce": "infra.reproduce", "prefill": "infra.prefill",
-            "golden": "infra.golden", "table3": "analyses.table3", "neighbours": "model.neighbours",
-            "diagnostics": "analyses.diagnostics"}
+            "tune": "analyses.tuning", "golden": "infra.golden", "table3": "analyses.table3",
+            "neighbours": "model.neighbours", "diagnostics": "analyses.diagnostics"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,9 +7,9 @@
     ungerlib.recommend(cfg, ["B004756YJA", "B004ZT0SSG"], k=10)   # Amazon ids (asin) or item numbers
 
 The first call trains (or loads the cached) Stage II model of ``cfg`` with everything upstream
-(:func:`ungerlib.stage2.run_stage2`) and keeps it in memory; later calls only search. The history
+(:func:`ungerlib.model.stage2.run_stage2`) and keeps it in memory; later calls only search. The history
 is the given items, oldest first; the model reads the last ``data.max_len`` of them, right-aligned
-(PAD = -1), and trie-constrained beam search (:func:`ungerlib.beam.recommend`) ranks every item.
+(PAD = -1), and trie-constrained beam search (:func:`ungerlib.model.beam.recommend`) ranks every item.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ class Recommender:
     """A trained Stage II model with its code table and item metadata (:func:`load`)."""
 
     cfg: C.RunConfig
-    model: Any  # ungerlib.stage2.UNGER
-    table: Any  # ungerlib.codes.CodeTable
+    model: Any  # ungerlib.model.stage2.UNGER
+    table: Any  # ungerlib.model.codes.CodeTable
     items: list[dict[str, Any]]
 
     def item_index(self, item_ids: Sequence[int | str]) -> np.ndarray:
@@ -68,7 +68,7 @@ class Recommender:
 
 def item_index(items: list[dict[str, Any]], item_ids: Sequence[int | str], dataset: str = "the data set") -> np.ndarray:
     """Item numbers (0..n-1) of ``item_ids``: item numbers or Amazon ids (``asin``), mixed freely.
-    An empty list or an unknown item is a :class:`~ungerlib.data.DataError` naming it."""
+    An empty list or an unknown item is a :class:`~ungerlib.model.data.DataError` naming it."""
     if isinstance(item_ids, (str, bytes)) or not hasattr(item_ids, "__len__") or not len(item_ids):
         raise DataError(f"item_ids must be a non-empty list of the user's items, oldest first; got {item_ids!r}")
     by_asin = {it.get("asin"): i for i, it in enumerate(items) if it.get("asin")}
@@ -103,7 +103,7 @@ def load(cfg: C.RunConfig, progress: bool = True, items: list[dict[str, Any]] | 
     from ungerlib.infra.store import config_hash
 
     if not isinstance(cfg, C.RunConfig):
-        raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.config.profile('smoke')), got {cfg!r}")
+        raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.infra.config.profile('smoke')), got {cfg!r}")
     key = config_hash(cfg.to_dict())
     if key not in _LOADED:
         items = items if items is not None else load_dataset(cfg.data).items
@@ -121,7 +121,7 @@ def recommend(cfg: C.RunConfig, item_ids: Sequence[int | str], k: int = 10, excl
     from ungerlib.infra.store import config_hash
 
     if not isinstance(cfg, C.RunConfig):
-        raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.config.profile('smoke')), got {cfg!r}")
+        raise C.ConfigError(f"cfg must be a RunConfig (e.g. ungerlib.infra.config.profile('smoke')), got {cfg!r}")
     _check_k(k)
     items = None
     if config_hash(cfg.to_dict()) not in _LOADED:

@@ -1,4 +1,4 @@
-"""ungerlib.diagnostics: the same-cluster / other-cluster split of a ranking's hits."""
+"""ungerlib.analyses.diagnostics: the same-cluster / other-cluster split of a ranking's hits."""
 import numpy as np
 import pytest
 

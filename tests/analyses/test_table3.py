@@ -1,4 +1,4 @@
-"""Table 3 assembly (ungerlib.overall): rows, cited rows, best/second marks, the significance test's
+"""Table 3 assembly (ungerlib.analyses.table3): rows, cited rows, best/second marks, the significance test's
 choice of baseline (on validation, never test), grids."""
 import numpy as np
 import pandas as pd
@@ -20,7 +20,8 @@ def _ranks(targets, hit_rate, rng, n_items=50):
 def _overall(dataset="Beauty", n=400, seed=0):
     rng = np.random.default_rng(seed)
     tv, tt = rng.integers(50, size=n), rng.integers(50, size=n)
-    rate = {"SASRec": (0.5, 0.2), "GRU4Rec": (0.3, 0.4), "popularity": (0.05, 0.05), "UNGER (ours)": (0.4, 0.45)}
+    rate = {"SASRec": (0.5, 0.2), "GRU4Rec": (0.3, 0.4), "popularity": (0.05, 0.05), O.OURS: (0.4, 0.45),
+            O.PAPER_MODEL: (0.3, 0.3)}
     rows = {m: {f"{s}_{r}": _ranks(tv if s == "valid" else tt, v if s == "valid" else t, rng)
                 for s in ("valid", "test") for r in ("all", "excl")} for m, (v, t) in rate.items()}
     return O.Overall(dataset, rows, {}, {"valid": tv, "test": tt})
@@ -28,7 +29,7 @@ def _overall(dataset="Beauty", n=400, seed=0):
 
 def test_table3_has_every_row_and_the_cited_paper_rows():
     t = O.table3([_overall()])
-    assert ("Beauty", "SASRec", "excl") in t.index and ("Beauty", "UNGER (ours)", "all") in t.index
+    assert ("Beauty", "SASRec", "excl") in t.index and ("Beauty", O.OURS, "all") in t.index
     cited = t[t["kind"] == "cited (paper)"]
     assert len(cited) == len(PAPER_TABLE3.loc["Beauty"])
     assert t.loc[("Beauty", "EAGER", "paper"), "recall@10"] == 0.0836
@@ -55,7 +56,7 @@ def test_significance_picks_the_baseline_on_validation_not_test():
     assert set(sig["baseline"]) == {"SASRec"}  # best on validation (0.5), worse than GRU4Rec on test
     r10 = sig.loc[("Beauty", "all", "recall@10")]
     assert r10["UNGER"] > r10["baseline value"] and r10["t-test p"] < 0.05 and r10["UNGER better, p < 0.05"]
-    del res.rows["UNGER (ours)"]
+    del res.rows[O.OURS]
     with pytest.raises(BaselineError, match="UNGER"):
         O.significance(res)
 
@@ -138,4 +139,12 @@ def test_paired_tests_and_verdicts_name_the_unger_row_they_test():
     diff = tests.loc[("Beauty", O.PLAIN, "SASRec", "all", "recall@10"), "difference"]
     assert diff == pytest.approx(O.table3([res]).loc[("Beauty", O.PLAIN, "all"), "recall@10"]
                                  - O.table3([res]).loc[("Beauty", "SASRec", "all"), "recall@10"])
-    assert O.kind(O.PLAIN) == "ours, paper's decoding" and O.kind(O.OURS) == "ours"
+    assert O.kind(O.PAPER_MODEL) == "ours, the paper's model" and O.kind(O.OURS) == "ours, beyond the paper"
+
+
+def test_headline_puts_the_paper_row_beside_ours_and_sasrec():
+    t = O.table3([_overall()])
+    h = O.headline(t)
+    assert list(h.index) == ["UNGER, the paper's Table 3", O.PAPER_MODEL, O.OURS, "SASRec (rerun, tuned on validation)"]
+    assert h.loc["UNGER, the paper's Table 3", ("Beauty", "recall@10")] == 0.0939
+    assert h.loc[O.OURS, ("Beauty", "ndcg@10")] == t.loc[("Beauty", O.OURS, "excl"), "ndcg@10"]

@@ -1,4 +1,4 @@
-"""The DiscRec-style Stage II variant (ungerlib.discrec): its item vector is the gated mix of the two
+"""The DiscRec-style Stage II variant (ungerlib.baselines.discrec): its item vector is the gated mix of the two
 branches, the collaborative branch sees only the item's own tokens, it trains through stage2's
 model_cls hook and its artefacts never collide with UNGER's."""
 import pytest

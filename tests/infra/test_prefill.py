@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from ungerlib.infra import artefacts, config, prefill
-from ungerlib.analyses import stage2_grid
+from ungerlib.analyses import stage2_grid, table3
 from ungerlib.model import stage2
 
 
 def test_plan_is_deduplicated_and_in_dependency_order():
-    jobs = prefill.plan("cpu", ["04", "05", "11"], ["Beauty"])
+    jobs = prefill.plan("cpu", ["tune", "04", "05", "11"], ["Beauty"])
     assert len({(j.kind, j.key_hash) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
     kinds = {j.kind.split(".")[0] for j in jobs}
@@ -24,8 +24,13 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     assert adopted == artefacts.key_hash("stage2", cfg)
     assert not [j for j in jobs if j.kind == "stage2" and j.key_hash == adopted]
     assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
-    # every lever row at the screening budget is planned on the first data set
+    # make tune plans every lever row at the screening budget on the first data set and every grid point
     assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(stage2_grid.STAGE2_LEVERS)
+    sasrec = [j for j in jobs if j.kind == "baseline.SASRec"]
+    assert len(sasrec) == len(table3.grid("cpu", "SASRec"))
+    # make figures plans only the selected setting of each baseline
+    figures = [j for j in prefill.plan("cpu", ["04", "11"], ["Beauty"]) if j.kind.startswith("baseline.")]
+    assert len(figures) == len(table3.RERUN) and all(j.label.endswith("(tuned)") for j in figures)
     # and the confirmed rows at the full budget on every data set (the adopted one is the default run)
     full = sorted(j.label for j in prefill.plan("cpu", ["04"]) if "full-budget" in j.label)
     assert full == sorted(f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")
@@ -47,7 +52,7 @@ def test_bad_arguments_are_named():
 
 
 def test_workers_fill_the_store_and_the_notebook_call_only_loads(monkeypatch):
-    plan = prefill.plan("smoke", ["04"])
+    plan = prefill.plan("smoke", ["tune", "04"])
     jobs = [j for j in plan if j.kind in ("semantic", "codes") and "default" in j.label]
     lever_a = [j for j in plan if j.label == "synthetic lever A"]
     # a Stage I neighbours decoding of lever A's model, which the same call trains first

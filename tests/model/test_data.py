@@ -110,7 +110,10 @@ def test_ratings_csv_reader(tmp_path):
 
 @pytest.mark.parametrize("seq_lines, msg", [
     (["user_id\titem_ids", "0\t1 2 x"], "malformed line"),
-    (["user_id\titem_ids", "0\t1 2 99"], r"item ids must lie in \[0, 3\)"),
+    (["user_id\titem_ids", "0\t1 2 99"], r"sequences.tsv.gz:2: item id 99 is outside \[0, 3\)"),
+    (["user_id\titem_ids", "0\t1 -4 2"], r"item id -4 is outside \[0, 3\)"),
+    (["user_id\titem_ids"], r"no users \(only the header\)"),
+    (["user_id\titem_ids", "0\t"], r"sequences.tsv.gz:2: user 0 has no items"),
     (["uid\titems", "0\t1 2"], "header"),
     (["user_id\titem_ids", "1\t1 2"], "malformed line"),
 ])

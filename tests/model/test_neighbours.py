@@ -1,4 +1,4 @@
-"""ungerlib.neighbours: the Stage I cosine to the last item added to each child's score at decoding."""
+"""ungerlib.model.neighbours: the Stage I cosine to the last item added to each child's score at decoding."""
 import numpy as np
 import pytest
 import torch

@@ -1,14 +1,14 @@
 """Stage II variants of one pipeline: the rows of Tables 5 and 6 and Figures 8 and 9 (paper 4.3, 4.4, 4.6).
 
-Every row is a named config, :func:`ungerlib.config.variant` of the profile's config, so a row means
+Every row is a named config, :func:`ungerlib.infra.config.variant` of the profile's config, so a row means
 "the profile's default with this one difference" whatever that default is. A config is its
 artefacts' key: rows that come out as the same config (``ours``, ``cka_ikd``, ``hkmeans_codes`` and
 ``K<profile K>``; ``concat`` and ``none``) are trained once and read by every table that shows them.
 
-:func:`run_rows` trains (:func:`ungerlib.stage2.run_stage2`, a checkpoint per epoch, so an interrupted
-sweep resumes) or loads each row, evaluates it (:func:`ungerlib.stage2.evaluate_stage2`, cached with
+:func:`run_rows` trains (:func:`ungerlib.model.stage2.run_stage2`, a checkpoint per epoch, so an interrupted
+sweep resumes) or loads each row, evaluates it (:func:`ungerlib.model.stage2.evaluate_stage2`, cached with
 its per-user top-20 rankings) and tests every row against ``ours`` over the test users (paired
-t-test, :func:`ungerlib.significance.paired_test`). Several seeds give the mean and standard deviation
+t-test, :func:`ungerlib.analyses.significance.paired_test`). Several seeds give the mean and standard deviation
 of each metric; the paired tests then use each user's value averaged over the seeds. :func:`plan` lists
 the distinct runs a set of rows needs before any of them trains, :func:`check_claims` tests the
 orderings the paper reports, and :func:`seed_spread` says how much a metric moves from seed to seed.
@@ -82,7 +82,7 @@ def seeds_of(cfg: C.RunConfig, seeds: Iterable[int] | None) -> list[int]:
 
 
 def row_config(cfg: C.RunConfig, row: str, seed: int | None = None) -> C.RunConfig:
-    """The config of ``row`` (:func:`ungerlib.config.variant`) on ``cfg``, with ``seed`` if given."""
+    """The config of ``row`` (:func:`ungerlib.infra.config.variant`) on ``cfg``, with ``seed`` if given."""
     rc = C.variant(cfg, row)
     return rc if seed is None or seed == rc.seed else rc.replace(seed=seed)
 
@@ -268,7 +268,7 @@ def run_rows(cfg: C.RunConfig, rows: Sequence[str], seeds: Iterable[int] | None 
 def paper_table(results: pd.DataFrame, rows: Sequence[str], paper: pd.DataFrame | None,
                 ranking: str = "test_all") -> pd.DataFrame:
     """``rows`` of :func:`run_results` next to the paper's numbers: ``ours``, ``paper`` and
-    ``rel_diff`` = (ours - paper) / paper per metric (:func:`ungerlib.report.compare`; no paper
+    ``rel_diff`` = (ours - paper) / paper per metric (:func:`ungerlib.infra.report.compare`; no paper
     columns when ``paper`` is None), the standard deviation over seeds when there are several, and
     ``p_<ranking>``. Index: (row, approach in words)."""
     from ungerlib.infra.report import compare

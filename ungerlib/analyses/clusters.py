@@ -8,7 +8,7 @@ Its diagonal is the agreement of an embedding's k-means with itself under anothe
 most any other embedding could be expected to reach.
 
 Every embedding is l2-normalised first (k-means and t-SNE then work on cosine geometry, as the
-neighbourhood KL of :mod:`ungerlib.dominance` does, and the concatenation's two unit blocks keep
+neighbourhood KL of :mod:`ungerlib.analyses.dominance` does, and the concatenation's two unit blocks keep
 the weight they have in it).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where one ranking wins and another loses: users split by where their held-out item sits in the
 code trie relative to their last history item.
 
-The cosine kNN from the last item (:func:`ungerlib.analysis.knn_rankings`) is the reference Stage II
+The cosine kNN from the last item (:func:`ungerlib.baselines.references.knn_rankings`) is the reference Stage II
 has the hardest time beating (issue 11, ``docs/experiments/stage2_where_it_loses.md``). The split
 that explains the gap is whether the held-out item shares its first unicode token (its first-level
 k-means cluster) with the user's last item:

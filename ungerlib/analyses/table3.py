@@ -3,15 +3,15 @@ significance test of UNGER against the best rerun baseline. Notebook 11 shows wh
 
 Rows and where they come from:
 
-* **rerun** on our splits with our metrics (:mod:`ungerlib.baselines` protocol): SASRec, BERT4Rec,
-  GRU4Rec and TIGER from Cornac (:mod:`ungerlib.cornac_baselines`; TIGER gets our semantic
-  embeddings as item features); *beyond the paper*: LightGCN and AlphaRec (:mod:`ungerlib.alpharec`).
+* **rerun** on our splits with our metrics (:mod:`ungerlib.baselines.protocol` protocol): SASRec, BERT4Rec,
+  GRU4Rec and TIGER from Cornac (:mod:`ungerlib.baselines.cornac`; TIGER gets our semantic
+  embeddings as item features); *beyond the paper*: LightGCN and AlphaRec (:mod:`ungerlib.baselines.graph`).
   Each is tuned on validation NDCG@20 over the small grid that :func:`grid` states for the profile (fixed settings ``_BASE``, tuned entries ``_GRID``).
 * **references**: popularity and the cosine kNN from the user's last item on the Stage I embeddings
   that are quantised (what notebook 04 computes), so a reader sees how far each model is above them.
 * **cited**: the paper's Table 3 rows (:data:`ungerlib.analyses.paper.PAPER_TABLE3`), other protocols.
 * **UNGER (ours)**: the profile's Stage II decoded with the Stage I neighbours term, lambda chosen on
-  validation (:func:`ungerlib.neighbours.selected`; beyond the paper), and beside it the same model
+  validation (:func:`ungerlib.model.neighbours.selected`; beyond the paper), and beside it the same model
   decoded by the paper's plain beam (``stage2.evaluate_stage2(cfg)``).
 
 Run one model's grid from the command line (what the ``cpu`` profile's baseline jobs do):
@@ -34,11 +34,17 @@ from ungerlib.baselines.protocol import SELECT, TAGS, BaselineError, RunResult, 
 RERUN = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "AlphaRec")
 BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
 REFERENCES = ("popularity", "kNN (last item, Stage I)")
-# Our row is Stage II decoded with the Stage I neighbours term (ungerlib.neighbours, lambda selected on
-# validation; beyond the paper); the paper's plain beam over the same model is shown beside it.
-OURS = "UNGER (ours)"
-PLAIN = "UNGER, plain beam (paper's decoding)"
-DISCREC = "DiscRec (UNGER variant)"  # ungerlib.discrec: DiscRec's gated encoder in our Stage II
+# Every UNGER row is named for what it is (docs/RESULTS.md). PAPER_MODEL is the paper's model as its text
+# specifies it: codes only (Stage II grid row A), the paper's plain beam. ITEM_TABLES (row J, the profiles'
+# default) adds one embedding per trie node, one per item at the leaves, and an item embedding in the
+# history: an item table, beyond the paper. OURS decodes that model with the Stage I neighbours term,
+# lambda chosen on validation (ungerlib.model.neighbours; beyond the paper, and designed after a look at
+# the test split, docs/experiments/stage2_rare_items.md).
+PAPER_MODEL = "UNGER (paper's model)"
+PLAIN = ITEM_TABLES = "UNGER + item tables"
+OURS = "UNGER + item tables + Stage I neighbours"
+UNGER_ROWS = (PAPER_MODEL, ITEM_TABLES, OURS)
+DISCREC = "DiscRec (UNGER variant)"  # ungerlib.baselines.discrec: DiscRec's gated encoder in our Stage II
 CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
 # Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
 _BASE: dict[str, dict[str, dict[str, Any]]] = {
@@ -143,18 +149,30 @@ class Tuned:
     grid: pd.DataFrame  # one row per setting: its grid entry, valid metrics, best epoch, wall time
 
 
+def _grid_row(r: RunResult, entry: dict[str, Any]) -> dict[str, Any]:
+    return {"setting": ", ".join(f"{k}={v}" for k, v in entry.items()) or "(base)",
+            **{f"valid {m}": r.metrics["valid_all"][m] for m in ("recall@10", "ndcg@20")},
+            "best epoch": r.info.get("best_epoch"), "epochs run": r.info.get("epochs_run"), "wall_s": r.info.get("wall_s")}
+
+
 def tune(cfg: C.RunConfig, model: str) -> Tuned:
     """Train every grid setting of ``model`` (cached) and select the best validation NDCG@20 (all items
-    ranked), never looking at test."""
+    ranked), never looking at test (``make tune``, :mod:`ungerlib.analyses.tuning`)."""
     runs = [run(cfg, model, p) for p in grid(cfg.profile, model)]
-    rows = []
-    for r, g in zip(runs, _GRID[cfg.profile][model]):
-        rows.append({"setting": ", ".join(f"{k}={v}" for k, v in g.items()) or "(base)",
-                     **{f"valid {m}": r.metrics["valid_all"][m] for m in ("recall@10", "ndcg@20")},
-                     "best epoch": r.info.get("best_epoch"), "epochs run": r.info.get("epochs_run"),
-                     "wall_s": r.info.get("wall_s")})
+    rows = [_grid_row(r, g) for r, g in zip(runs, _GRID[cfg.profile][model])]
     best = max(runs, key=lambda r: r.metrics["valid_all"][SELECT])
     return Tuned(model, best, pd.DataFrame(rows))
+
+
+def selected(cfg: C.RunConfig, model: str) -> Tuned:
+    """The setting of ``model`` that ``make tune`` selected on ``cfg``'s data set, trained (cached); its
+    grid table holds that one run (the whole grid is the committed tuning table)."""
+    from ungerlib.analyses.tuning import selected as chosen
+
+    params = chosen(cfg.profile, cfg.data.dataset, model)
+    r = run(cfg, model, params)
+    entry = next((g for p, g in zip(grid(cfg.profile, model), _GRID[cfg.profile][model]) if p == params), {})
+    return Tuned(model, r, pd.DataFrame([_grid_row(r, entry)]))
 
 
 # --------------------------------------------------------------------------- the other rows
@@ -180,15 +198,22 @@ def reference_rankings(cfg: C.RunConfig) -> dict[str, dict[str, np.ndarray]]:
 
 def unger_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
     """Stage II's per-user top-20 rankings under the paper's plain beam
-    (:func:`ungerlib.stage2.evaluate_stage2`, cached artefact)."""
+    (:func:`ungerlib.model.stage2.evaluate_stage2`, cached artefact)."""
     from ungerlib.model.stage2 import evaluate_stage2
 
     return _load_rankings(evaluate_stage2(cfg)["path"])
 
 
+def paper_model_config(cfg: C.RunConfig) -> C.RunConfig:
+    """``cfg`` with the paper's Stage II: codes only (grid row A), at the profile's own budget."""
+    from ungerlib.analyses import stage2_grid
+
+    return stage2_grid.lever_config(cfg, stage2_grid.LITERAL, stage2_grid.FULL)
+
+
 def neighbour_rankings(cfg: C.RunConfig) -> dict[str, np.ndarray]:
     """Stage II's per-user top-20 rankings decoded with the Stage I neighbours term, lambda selected on
-    validation (:func:`ungerlib.neighbours.selected`, cached artefacts)."""
+    validation (:func:`ungerlib.model.neighbours.selected`, cached artefacts)."""
     from ungerlib.model.neighbours import selected
 
     return _load_rankings(selected(cfg)[1]["path"])
@@ -212,19 +237,21 @@ class Overall:
 
 
 def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True,
-            with_discrec: bool = False) -> Overall:
-    """Tune every rerun model in ``models`` (cached), and collect the references' and UNGER's rankings
-    (:data:`OURS` and :data:`PLAIN`; and, with ``with_discrec``, the DiscRec-style Stage II variant's,
-    :mod:`ungerlib.discrec`)."""
+            with_discrec: bool = False, grids: bool = False) -> Overall:
+    """Every rerun model in ``models`` at the setting ``make tune`` selected (or, with ``tuned``, its whole
+    grid trained and selected here: ``grids``), and the references' and UNGER's rankings (:data:`OURS` and
+    :data:`PLAIN`; and, with ``with_discrec``, the DiscRec-style Stage II variant's,
+    :mod:`ungerlib.baselines.discrec`)."""
     from ungerlib.model.data import get_splits
 
     _, splits = get_splits(cfg)
-    tuned = {m: tune(cfg, m) for m in models}
+    tuned = {m: (tune if grids else selected)(cfg, m) for m in models}
     rows: dict[str, dict[str, np.ndarray]] = {m: {t: t_.best.rankings(t) for t in TAGS} for m, t_ in tuned.items()}
     rows.update(reference_rankings(cfg))
     if with_unger:
+        rows[PAPER_MODEL] = unger_rankings(paper_model_config(cfg))
+        rows[ITEM_TABLES] = unger_rankings(cfg)
         rows[OURS] = neighbour_rankings(cfg)
-        rows[PLAIN] = unger_rankings(cfg)
     if with_discrec:
         from ungerlib.baselines.discrec import evaluate_discrec
 
@@ -242,16 +269,16 @@ def kind(row: str) -> str:
         return "reference"
     if row == DISCREC:
         return "ours, variant beyond the paper"
-    if row == PLAIN:
-        return "ours, paper's decoding"
-    if row.startswith("UNGER"):
-        return "ours"
+    if row == PAPER_MODEL:
+        return "ours, the paper's model"
+    if row in (ITEM_TABLES, OURS):
+        return "ours, beyond the paper"
     return "cited (paper)"
 
 
 def table3(results: list[Overall], split: str = "test") -> pd.DataFrame:
     """Table 3, long form: one row per (data set, model, ranking) with Recall/NDCG@10/20 on ``split``,
-    every rerun row, reference and UNGER scored by :func:`ungerlib.metrics.rank_metrics`, plus the
+    every rerun row, reference and UNGER scored by :func:`ungerlib.model.metrics.rank_metrics`, plus the
     paper's cited rows (its numbers, its protocols) under the ranking ``excl``."""
     from ungerlib.model.metrics import rank_metrics
     from ungerlib.analyses.paper import PAPER_TABLE3, PAPER_TABLE3_REIMPLEMENTED
@@ -300,6 +327,24 @@ def mark_best(table: pd.DataFrame) -> pd.DataFrame:
         for col in METRICS:
             shown.loc[mask[col], col] = shown.loc[mask[col], col].map(fmt.format)
     return shown
+
+
+def headline(table: pd.DataFrame, metrics: tuple[str, ...] = ("recall@10", "ndcg@10")) -> pd.DataFrame:
+    """The README's first table from :func:`table3`: the paper's UNGER row next to ours (the paper's
+    model, then the rows beyond it) and the tuned SASRec, on test with the history excluded (the ranking
+    comparable with the paper's), one column per (data set, metric)."""
+    wanted = [("UNGER", "paper", "UNGER, the paper's Table 3"), *((r, "excl", r) for r in UNGER_ROWS),
+              ("SASRec", "excl", "SASRec (rerun, tuned on validation)")]
+    out = {}
+    for ds in table.index.get_level_values(0).unique():
+        for model, ranking, name in wanted:
+            if (ds, model, ranking) in table.index:
+                for m in metrics:
+                    out.setdefault(name, {})[(ds, m)] = table.loc[(ds, model, ranking), m]
+    df = pd.DataFrame.from_dict(out, orient="index")
+    df.columns = pd.MultiIndex.from_tuples(df.columns, names=["dataset", "metric"])
+    df.index.name = "row"
+    return df
 
 
 def versus_paper(results: list[Overall]) -> pd.DataFrame:
@@ -425,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", type=int, nargs="*", help="grid entries to run (0-based), default all")
     a = ap.parse_args(argv)
     cfg = C.profile(a.profile, a.dataset)
-    for model in a.models:
+    for model in a.models:  # every grid point (make tune selects among them: ungerlib.analyses.tuning)
         points = grid(a.profile, model)
         for i, p in enumerate(points):
             if a.only is not None and i not in a.only:

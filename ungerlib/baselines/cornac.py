@@ -10,7 +10,7 @@ How Cornac is used, and the traps this avoids:
 * **Evaluation.** Cornac's own sequential evaluation (sessions split by time, last item of each
   session) is never used. Validation during training is ours: Cornac's ``model_selection="best"``
   calls a validation hook after every epoch, which is replaced by
-  :class:`ungerlib.baselines.ValidationTracker` (NDCG@20 on our validation split, best state kept,
+  :class:`ungerlib.baselines.protocol.ValidationTracker` (NDCG@20 on our validation split, best state kept,
   early stopping). Final rankings come from batched scoring functions written against each model's
   own scoring code (``score`` / ``predict`` / ``generate_beam``; tested equal on a few users).
 * **Losses.** Cornac's sequential models default to a *softmax cross-entropy over the batch's
@@ -36,7 +36,7 @@ from ungerlib.baselines.protocol import (BaselineError, ScoreFn, StopTraining, T
                         right_aligned, validation_subset)
 from ungerlib.model.data import Dataset, Splits
 
-MODELS = ("SASRec", "BERT4Rec", "GRU4Rec")  # TIGER: ungerlib.cornac_tiger
+MODELS = ("SASRec", "BERT4Rec", "GRU4Rec")  # TIGER: ungerlib.baselines.tiger
 
 # What each rerun optimises (Cornac's own defaults unless a grid says otherwise).
 LOSS_NOTES = {

@@ -10,8 +10,8 @@ UNGER's encoder reads one token per history item, the sum of its code-token embe
 semantic branch here). :class:`DiscRecUNGER` keeps that and adds, per item, the collaborative branch
 (code tokens + level positions -> LayerNorm -> self-attention over the item's tokens -> feed-forward,
 mean over the item's tokens) and DiscRec's gate between the two; decoder, IKD and beam search are
-UNGER's. It is trained by :func:`ungerlib.stage2.train_stage2` through its ``model_cls`` hook;
-:func:`run_discrec` / :func:`evaluate_discrec` cache it like :func:`ungerlib.stage2.run_stage2` /
+UNGER's. It is trained by :func:`ungerlib.model.stage2.train_stage2` through its ``model_cls`` hook;
+:func:`run_discrec` / :func:`evaluate_discrec` cache it like :func:`ungerlib.model.stage2.run_stage2` /
 ``evaluate_stage2``, under their own artefact kinds (:mod:`ungerlib.artefacts`).
 """
 from __future__ import annotations

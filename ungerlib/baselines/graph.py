@@ -11,7 +11,7 @@ batch's layer-0 embeddings (the original recipe).
 
 **AlphaRec** (Sheng et al., "Language representations can be what recommenders need", ICLR 2025):
 no ID embeddings at all. An item's layer-0 vector is a linear map of its text embedding
-(``W s_i + b``, our :func:`ungerlib.semantic.semantic_embeddings`); a user's is the same map of the
+(``W s_i + b``, our :func:`ungerlib.model.semantic.semantic_embeddings`); a user's is the same map of the
 mean text embedding of the user's items. Then the same propagation, cosine scores with temperature
 ``tau``, trained with InfoNCE against ``n_negatives`` uniformly sampled items (shared by the batch,
 the positive masked out). Because users are built from their items, AlphaRec is inductive: scoring

@@ -1,14 +1,14 @@
 """The protocol every rerun baseline of Table 3 follows (paper 4.2): our splits, our metrics, our cache.
 
-Baselines are trained on the training split of :func:`ungerlib.data.get_splits` (every prefix of a
+Baselines are trained on the training split of :func:`ungerlib.model.data.get_splits` (every prefix of a
 user's sequence without its last two items), selected on the validation split and scored on the test
-split exactly like Stage II: Recall/NDCG@10/20 from :func:`ungerlib.metrics.rank_metrics` on per-user
+split exactly like Stage II: Recall/NDCG@10/20 from :func:`ungerlib.model.metrics.rank_metrics` on per-user
 top-20 lists, once with every item ranked (``all``) and once with the user's whole history removed
 (``excl``, ``Examples.exclude``). Histories are the splits' right-aligned windows of the last
 ``max_len`` (20) items for every model.
 
-This module holds what the model adapters share (:mod:`ungerlib.cornac_baselines`,
-:mod:`ungerlib.alpharec`). Each model is its own artefact kind (``baseline.<model>`` in
+This module holds what the model adapters share (:mod:`ungerlib.baselines.cornac`,
+:mod:`ungerlib.baselines.graph`). Each model is its own artefact kind (``baseline.<model>`` in
 :mod:`ungerlib.artefacts`, with its own version), so a change to one adapter re-keys that model only.
 
 * :func:`rank_splits`: scores -> the four rankings ``{valid,test}_{all,excl}`` [N, 20].

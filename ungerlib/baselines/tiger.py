@@ -5,7 +5,7 @@ TIGER quantises the item text embeddings with an RQ-VAE into semantic IDs (3 lev
 a level that separates collisions) and trains a T5-style encoder-decoder to generate the next item's
 semantic ID from the history's tokens (4 tokens per history item). Cornac's training loop is used as
 it is; its validation (own protocol, one user at a time) is replaced by ours through
-:func:`ungerlib.cornac_baselines.fit_tracked` (NDCG@20 on a fixed subset of ``val_users`` validation
+:func:`ungerlib.baselines.cornac.fit_tracked` (NDCG@20 on a fixed subset of ``val_users`` validation
 users, since a beam search per epoch over every user does not fit the ``cpu`` budget), and the final
 rankings come from a batched version of Cornac's trie-constrained beam search
 (:func:`tiger_scores`, tested equal to ``TIGERSeq2Seq.generate_beam``).

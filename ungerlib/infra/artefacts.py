@@ -22,7 +22,7 @@ At that value it is left out of keys, so adding it re-keys nothing; any other va
 
 **One registry.** :data:`KINDS` is the only place that says which kinds exist, how they chain, and
 which function builds each (``"module:function"``, called as ``f(cfg, **extra)``). The store
-(:mod:`ungerlib.store`) holds folders; :func:`key`, :func:`state`, :func:`current_key` and
+(:mod:`ungerlib.infra.store`) holds folders; :func:`key`, :func:`state`, :func:`current_key` and
 :func:`build` are how everything else (the builders, ``warm``, ``reproduce --check``, the ablations,
 the notebooks) asks about artefacts.
 """
@@ -118,7 +118,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
 
 
 def get(kind: str) -> Kind:
-    """The registered kind ``kind``; an unknown name is a :class:`ungerlib.config.ConfigError`."""
+    """The registered kind ``kind``; an unknown name is a :class:`ungerlib.infra.config.ConfigError`."""
     if kind not in KINDS:
         raise C.ConfigError(f"unknown artefact kind {kind!r}; known: {', '.join(KINDS)}")
     return KINDS[kind]
@@ -228,7 +228,7 @@ def changes(old: dict[str, Any], new: dict[str, Any], limit: int = 3) -> str:
 # --------------------------------------------------------------------------- building and asking
 
 def cached(kind: str, cfg: C.RunConfig, build: Builder, *, force: bool = False, **extra: Any) -> Artefact:
-    """:func:`ungerlib.store.cached` under :func:`key`, with the kind's code hash in its provenance."""
+    """:func:`ungerlib.infra.store.cached` under :func:`key`, with the kind's code hash in its provenance."""
     from ungerlib.infra import store
 
     return store.cached(kind, key(kind, cfg, **extra), build, force=force,

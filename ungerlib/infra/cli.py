@@ -29,7 +29,7 @@ def known_problem(e: BaseException) -> bool:
 
     if isinstance(e, (Failed, ConfigError, DataError, TrainingDiverged, FileNotFoundError, PermissionError)):
         return True
-    # a damaged checkpoint (ungerlib.train): the message names the file and what to do
+    # a damaged checkpoint (ungerlib.model.train): the message names the file and what to do
     return isinstance(e, RuntimeError) and str(e).startswith("checkpoint ")
 
 

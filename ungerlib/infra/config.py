@@ -46,7 +46,7 @@ class DataConfig(_Checked):
     dataset: str = "Beauty"  # Beauty | Sports | Toys | synthetic
     root: str | None = None  # folder holding <dataset>/; None: $UNGER_DATA, else the bundled copy
     max_len: int = 20  # history cap (paper 4.1)
-    # synthetic data set (smoke profile and tests), see ungerlib.data.make_synthetic
+    # synthetic data set (smoke profile and tests), see ungerlib.model.data.make_synthetic
     n_users: int = 600
     n_items: int = 240
     n_topics: int = 8
@@ -73,7 +73,7 @@ class Stage1Config(_Checked):
     tau: float = 0.07  # InfoNCE temperature (Eq. 3)
     sim: Literal["cosine", "dot"] = "cosine"
     norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
-    # Which vector is quantised (ungerlib.stage1.INTEGRATED). "collaborative" is E_C trained jointly
+    # Which vector is quantised (ungerlib.model.stage1.INTEGRATED). "collaborative" is E_C trained jointly
     # with CKA, i.e. the ID embedding the alignment pulled towards the semantics. Chosen on validation
     # (notebook 02, next-item kNN): best on Beauty and Sports, second to "concat" on Toys, best mean;
     # 5-epoch Stage II on Beauty agreed (valid NDCG@20 0.0459 vs concat 0.0425, sum 0.0419).
@@ -117,7 +117,7 @@ class CodesConfig(_Checked):
 @dataclass
 class Stage2Config(_Checked):
     # The lever defaults (history_tokens, decoder_tokens, valid_children, init, IKD form, dropout,
-    # weight_decay) follow ungerlib.levers.ADOPTED, the row Beauty validation supports at the full
+    # weight_decay) follow ungerlib.analyses.stage2_grid.ADOPTED, the row Beauty validation supports at the full
     # budget (notebook 04, README): row J, per-node tokens tied with the output, softmax over valid
     # children, code sum + item embedding in the history, weight decay 3e-4 (the paper's text fixes
     # none of them).
@@ -341,7 +341,7 @@ def check_setting(section: str, name: str, value: Any, hint: Any) -> Any:
     >>> check_setting("stage2", "batch_size", 0, int)
     Traceback (most recent call last):
     ...
-    ungerlib.config.ConfigError: stage2.batch_size must be positive, got 0
+    ungerlib.infra.config.ConfigError: stage2.batch_size must be positive, got 0
     """
     where = f"{section}.{name}" if section else name
     try:

@@ -133,7 +133,7 @@ _MODELS: dict[str, Any] = {}
 
 
 def _stage2_model(row: str, model_cls: Any = None):
-    """Row ``row`` of :data:`ungerlib.levers.STAGE2_LEVERS` trained two epochs on the fixed inputs."""
+    """Row ``row`` of :data:`ungerlib.analyses.stage2_grid.STAGE2_LEVERS` trained two epochs on the fixed inputs."""
     from ungerlib.analyses import stage2_grid as levers
     from ungerlib.model.stage2 import UNGER, train_stage2
 

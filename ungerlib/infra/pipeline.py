@@ -70,9 +70,18 @@ def _main(a: argparse.Namespace) -> None:
     load_dataset(base.data)  # the data files too: unknown, missing or damaged -> one line now, not later
     runtime.log(f"[pipeline] profile {a.profile}, data set {base.data.dataset}, rows {', '.join(cfgs)}; "
                 f"{threads} CPU thread(s)")
+    t0 = time.time()
     for row, cfg in cfgs.items():
         res = run(cfg, not a.no_stage2)
         print(json.dumps({"row": row, **res}, default=str), flush=True)
+        if "eval" in res:
+            m = res["eval"]["test_all"]
+            runtime.log(f"[pipeline] {row}: test Recall@10 {m['recall@10']:.4f}, NDCG@10 {m['ndcg@10']:.4f} "
+                        f"(every item ranked); rankings and metrics in {res['eval']['path']}")
+    from ungerlib.infra.store import artefact_root
+
+    runtime.log(f"[pipeline] done in {runtime.duration(time.time() - t0)}; every stage's artefact is in "
+                f"{artefact_root()} (provenance.json beside each); the JSON result is on stdout")
 
 
 def main(argv: list[str] | None = None) -> int:

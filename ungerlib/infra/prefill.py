@@ -30,6 +30,7 @@ from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
+TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
 # (cpu profile; docs/REPRODUCIBILITY.md), used for the estimate where the store has no run of that
@@ -67,14 +68,15 @@ def job(kind: str, cfg: C.RunConfig, label: str, **extra: Any) -> Job:
 def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None) -> list[Job]:
     """The runs the chosen notebooks read (default: all), deduplicated, shallow kinds first. The configs
     are built as the notebooks build them (their default parameters)."""
-    from ungerlib.analyses import ablations, stage2_grid as levers, table3 as overall
+    from ungerlib.analyses import ablations, stage2_grid as levers, table3 as overall, tuning
     from ungerlib.model import neighbours
     from ungerlib.infra.report import profile_datasets
 
     nbs = list(NOTEBOOKS) if not notebooks else notebooks
-    unknown = [n for n in nbs if n not in NOTEBOOKS]
+    unknown = [n for n in nbs if n not in (*NOTEBOOKS, TUNE)]
     if unknown:
-        raise C.ConfigError(f"unknown notebook(s) {unknown}; the ones that train: {list(NOTEBOOKS)}")
+        raise C.ConfigError(f"unknown notebook(s) {unknown}; the ones that train: {list(NOTEBOOKS)}, or {TUNE!r} "
+                            "(the validation grids of make tune)")
     names = profile_datasets(profile, datasets)
     cfgs = {n: C.profile(profile, dataset=n) for n in names}
     jobs: list[Job] = []
@@ -86,14 +88,17 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                      for lam in neighbours.GRID if any(lam)]
         else:
             jobs.append(job("codes", cfg, f"{n} default"))
-    if "04" in nbs:
+    if TUNE in nbs:  # every grid point: the Stage II grid on the first data set, each baseline's everywhere
         first = names[0]
         jobs += [job("stage2", levers.lever_config(cfgs[first], r), f"{first} lever {r[:1]}")
                  for r in levers.screened_rows(profile)]
+        jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} {p}", params=p)
+                 for n, cfg in cfgs.items() for m in overall.RERUN for p in overall.grid(profile, m)]
+    if "04" in nbs:
         jobs += [job("eval", levers.lever_config(c, r, levers.FULL), f"{n} full-budget {r[:1]}")
                  for n, c in cfgs.items() for r in levers.CONFIRM]
-        jobs += [job(artefacts.baseline_kind("SASRec"), cfgs[first], f"{first} SASRec {p}", params=p)
-                 for p in overall.grid(profile, "SASRec")]
+        jobs += [job(artefacts.baseline_kind("SASRec"), c, f"{n} SASRec (tuned)", params=tuning.selected(profile, n, "SASRec"))
+                 for n, c in cfgs.items()]
     if "05" in nbs:
         for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
             base = ablations.base_config(profile, n)
@@ -101,8 +106,8 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             jobs += [job("eval", rc, f"{n} ablation {r}") for (r, _), rc in ablations.row_configs(base, rows).items()]
     if "11" in nbs:
         for n, cfg in cfgs.items():
-            jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} {p}", params=p)
-                     for m in overall.RERUN for p in overall.grid(profile, m)]
+            jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
+                     for m in overall.RERUN]
             jobs.append(job("eval_discrec", cfg, f"{n} DiscRec"))
     # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes
     jobs += [job("codes", j.cfg, f"{j.cfg.data.dataset} Stage I + codes of {j.label}") for j in list(jobs)
@@ -162,13 +167,13 @@ def estimate(jobs: list[Job]) -> float:
     return total
 
 
-def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
+def prefill(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
     """Build every job not yet cached, ``n_jobs`` at a time (one torch thread each), shallow kinds
     first. Returns the wall seconds of each job built, by label."""
     from ungerlib.infra import runtime
 
     todo = [j for j in jobs if not j.cached()]
-    log(f"[warm] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {n_jobs} jobs"
+    log(f"[prefill] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {n_jobs} jobs"
         + (f" (about {runtime.duration(estimate(todo) / max(1, min(n_jobs, len(todo))))})" if todo else ""))
     done: dict[str, float] = {}
     t0 = time.time()
@@ -180,13 +185,13 @@ def warm(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
                 for f in finished:
                     j = running.pop(f)
                     if f.exception() is not None:  # say which run failed, then stop with its error
-                        log(f"[warm] failed: {j.label} ({j.kind}); runs not started are cancelled, "
+                        log(f"[prefill] failed: {j.label} ({j.kind}); runs not started are cancelled, "
                             "running ones finish first")
                         for other in running:
                             other.cancel()
                         raise f.exception()
                     done[j.label] = f.result()
-                    log(f"[warm] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
+                    log(f"[prefill] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
                         f"{runtime.duration(time.time() - t0)} so far)")
     return done
 
@@ -203,13 +208,13 @@ def _main(a: argparse.Namespace) -> None:
             print(f"phase {j.phase}  {s:10s}  {j.kind:18s} {j.label}")
         todo = [j for j, s in zip(jobs, states) if s != "built"]
         work = estimate(todo)
-        print(f"[warm] {len(jobs)} runs: {len(jobs) - len(todo)} built, {len(todo)} to build "
+        print(f"[prefill] {len(jobs)} runs: {len(jobs) - len(todo)} built, {len(todo)} to build "
               f"({sum(s == 'checkpoint' for s in states)} resume from a checkpoint); about "
               f"{runtime.duration(work)} of one-thread work, {runtime.duration(work / a.jobs)} with {a.jobs} jobs")
         return
-    built = warm(jobs, a.jobs, log=runtime.log)
+    built = prefill(jobs, a.jobs, log=runtime.log)
     print(json.dumps(built, indent=1))
-    runtime.log(f"[warm] {len(built)} runs built; artefacts in {artefacts_root()}")
+    runtime.log(f"[prefill] {len(built)} runs built; artefacts in {artefacts_root()}")
 
 
 def artefacts_root() -> str:

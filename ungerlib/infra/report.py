@@ -67,7 +67,7 @@ def _configs(cfg: RunConfig | Iterable[RunConfig] | None) -> list[dict[str, Any]
 def _write_provenance(path: Path, name: str, cfg: Any, profile: str, extra: dict[str, Any]) -> None:
     """``<name>.provenance.json``: the configs, data hashes, seeds and commit, plus what
     ``python -m ungerlib reproduce --check`` needs to tell a stale output: ``artefacts``, every
-    artefact this process read through :func:`ungerlib.store.cached` (kind, key hash, key) and the
+    artefact this process read through :func:`ungerlib.infra.store.cached` (kind, key hash, key) and the
     data of each config (kind ``data``), sorted and de-duplicated; ``code``, the hash of each
     ``ungerlib`` module loaded when it was written (docstrings and comments ignored);
     ``profile_config``, the profile's settings then."""

@@ -8,14 +8,14 @@
 
 Each notebook gets ``profile`` (and ``datasets`` if given, and every ``--param NAME=VALUE``)
 injected into its ``parameters`` cell; ``run.json`` records the parameters each notebook ran with.
-Executed copies go to ``build/<profile>/notebooks/`` (build products, never committed);
-tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), and
-``run.json`` there records what ran, how long it took and at which commit.
+Tables and figures go to ``figures/<profile>/`` (``build/smoke/figures`` for smoke), the executed
+notebooks beside them in ``figures/<profile>/notebooks/`` (committed for ``cpu``: every table and plot
+visible without running anything), and ``run.json`` records what ran, how long it took and at which commit.
 
 Progress: a line per notebook (which one, of how many, time so far), and the kernels' stderr
 streamed live: per-batch bars, one line per training epoch with the time left ("[stage1] epoch
 3/8 ... 12m 30s left"), "resuming from epoch N" when a checkpoint is picked up. The kernels get
-the CPU thread policy of :mod:`ungerlib.runtime`. A failing notebook is one line naming the
+the CPU thread policy of :mod:`ungerlib.infra.runtime`. A failing notebook is one line naming the
 notebook, the cell and the error; its executed copy holds the traceback.
 
 ``--check`` recomputes, with the current code and configs, the key of every artefact each
@@ -72,7 +72,7 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def parse_params(items: list[str] | None) -> dict[str, Any]:
     """``NAME=VALUE`` items -> notebook parameters, values read as ``--set`` reads them
-    (:func:`ungerlib.config.parse_value`): JSON where it parses (``discrec=false``, ``epochs=3``,
+    (:func:`ungerlib.infra.config.parse_value`): JSON where it parses (``discrec=false``, ``epochs=3``,
     ``models='["SASRec"]'``), else text; a text with a comma is a list (``models=SASRec,LightGCN``; a
     trailing comma makes a one-item list: ``models=SASRec,``)."""
     out: dict[str, Any] = {}
@@ -152,7 +152,9 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
     nbs = notebooks(only)
     check_params(nbs, extra or {})
     check_inputs(profile, datasets)
-    out_dir = (checkout_root() or Path.cwd()) / "build" / profile / ("nbval" if nbval else "notebooks")
+    # executed copies are products: beside the figures they made (figures/<profile>/notebooks/), so a
+    # visitor sees every table and plot on the repository page; nbval's copies are build files
+    out_dir = (checkout_root() or Path.cwd()) / "build" / profile / "nbval" if nbval else figures_dir(profile) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     params: dict = {"profile": profile}
     if datasets:
@@ -255,12 +257,14 @@ def _profile_changes(rec: dict[str, Any], arts: list[dict[str, Any]]) -> list[st
 
 
 def _command(rec: dict[str, Any], profile: str) -> str:
+    if rec.get("command"):
+        return rec["command"]
     nb = rec.get("notebook")
     return f"python -m ungerlib reproduce --profile {profile}" + (f" --only {nb[:2]}" if nb else "")
 
 
 def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | None = None) -> dict[str, Finding]:
-    """Every table or figure in ``folder`` (default :func:`~ungerlib.report.figures_dir` of
+    """Every table or figure in ``folder`` (default :func:`~ungerlib.infra.report.figures_dir` of
     ``profile``) with something to say: ``{name: Finding}``; an output is stale when
     ``Finding.stale`` is not empty.
 
@@ -272,11 +276,12 @@ def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | 
     """
     d = Path(folder) if folder is not None else figures_dir(profile)
     names: dict[str, set[str]] = {}
-    for p in sorted(d.iterdir()) if d.is_dir() else []:
+    for p in sorted(d.rglob("*")) if d.is_dir() else []:
+        rel = str(p.relative_to(d))
         if p.name.endswith(".provenance.json"):
-            names.setdefault(p.name[: -len(".provenance.json")], set()).add("provenance")
-        elif p.suffix in OUTPUT_SUFFIXES and not p.name.startswith("."):
-            names.setdefault(p.name[: -len(p.suffix)], set()).add(p.suffix)
+            names.setdefault(rel[: -len(".provenance.json")], set()).add("provenance")
+        elif p.suffix in OUTPUT_SUFFIXES and not p.name.startswith(".") and "notebooks" not in p.relative_to(d).parts:
+            names.setdefault(rel[: -len(p.suffix)], set()).add(p.suffix)
     out: dict[str, Finding] = {}
     memo: dict = {}
     for name, kinds in sorted(names.items()):
@@ -332,7 +337,8 @@ def _report_check(profile: str, allow_dirty: bool, verbose: bool = False) -> int
     the exit status (1 if anything is stale). ``verbose`` adds the notes (code changed, version kept)."""
     d = figures_dir(profile)
     found = check(profile, allow_dirty)
-    n = len({p.name.split(".")[0] for p in d.iterdir() if p.suffix in OUTPUT_SUFFIXES})
+    n = len({str(p.relative_to(d)).split(".")[0] for p in d.rglob("*")
+             if p.suffix in OUTPUT_SUFFIXES and "notebooks" not in p.relative_to(d).parts})
     where = _repo_relative(d) if d.resolve().is_relative_to(REPO_ROOT) else str(d)
     stale = {k: f for k, f in found.items() if f.stale}
     for name, f in stale.items():

@@ -331,7 +331,7 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
 # --------------------------------------------------------------------------- artefacts read
 
 # Every artefact :func:`cached` returned in this process, in order, repeats included: the record
-# behind the ``artefacts`` list of a table's or figure's provenance (``ungerlib.report``).
+# behind the ``artefacts`` list of a table's or figure's provenance (``ungerlib.infra.report``).
 _READS: list[dict[str, Any]] = []
 
 

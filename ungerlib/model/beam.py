@@ -4,7 +4,7 @@ Every step expands only children that exist in the code trie (``CodeTable.next_n
 each finished beam is a real item and no item can appear twice. Among all expansions of all
 live beams, the ``beam`` best by total log-probability survive; those that reach a leaf leave
 the beam as finished items (codes may differ in length). The ranking is the finished items
-sorted by log-probability. The model's :meth:`~ungerlib.stage2.UNGER.decode_step` caches keys and
+sorted by log-probability. The model's :meth:`~ungerlib.model.stage2.UNGER.decode_step` caches keys and
 values, so each step feeds one token, and a user's beams attend to its encoder memory together.
 """
 from __future__ import annotations

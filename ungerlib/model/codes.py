@@ -10,7 +10,7 @@
   (Fig 8's "random assignment" baseline).
 * :func:`rqvae_codes`: a residual-quantised VAE (``levels`` codebooks of size K) plus one final
   token telling colliding items apart, as TIGER does (Fig 8).
-* :func:`item_codes`: the cached unicodes of a :class:`~ungerlib.config.RunConfig`.
+* :func:`item_codes`: the cached unicodes of a :class:`~ungerlib.infra.config.RunConfig`.
 
 :class:`CodeTable` maps items to codes both ways and holds the trie of valid prefixes that
 constrained beam search walks: ``next_node[node, token]`` is the child node, -1 if invalid.

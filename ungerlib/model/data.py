@@ -118,7 +118,7 @@ def read_prepared(folder: str | Path, name: str | None = None) -> Dataset:
     for p in (seq_path, items_path):
         if not p.is_file():
             raise DataError(f"missing data file {p}; expected the prepared format "
-                            "(sequences.tsv.gz + items.jsonl.gz), see ungerlib.data")
+                            "(sequences.tsv.gz + items.jsonl.gz), see ungerlib.model.data")
     items: list[dict[str, Any]] = []
     with _reading(items_path), gzip.open(items_path, "rt", encoding="utf-8") as f:
         for ln, line in enumerate(f, 1):
@@ -144,10 +144,17 @@ def read_prepared(folder: str | Path, name: str | None = None) -> Dataset:
             except ValueError:
                 raise DataError(f"{seq_path}:{ln}: malformed line {line[:60]!r}; expected "
                                 f"'{len(sequences)}<TAB>space-separated item ids'") from None
-            if len(seq) == 0 or seq.min() < 0 or seq.max() >= len(items):
-                raise DataError(f"{seq_path}:{ln}: item ids must lie in [0, {len(items)}) and the "
-                                "sequence must be non-empty")
+            if len(seq) == 0:
+                raise DataError(f"{seq_path}:{ln}: user {len(sequences)} has no items")
+            bad = seq[(seq < 0) | (seq >= len(items))]
+            if len(bad):
+                raise DataError(f"{seq_path}:{ln}: item id {int(bad[0])} is outside [0, {len(items)}) "
+                                f"({items_path.name} lists {len(items)} items)")
             sequences.append(seq)
+    if not sequences:
+        raise DataError(f"{seq_path}: no users (only the header); a data set needs at least one sequence")
+    if not items:
+        raise DataError(f"{items_path}: no items")
     sha = {p.name: file_sha256(p) for p in (seq_path, items_path)}
     return Dataset(name or folder.name, sequences, items, str(folder), sha)
 
@@ -190,7 +197,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         bad = [n for n, h in known.items() if ds.sha256 and ds.sha256[n] != h]
         if bad:
             raise DataError(f"bundled {cfg.dataset} files {bad} do not match the sha256 recorded in "
-                            f"ungerlib.data.KNOWN_SHA256 (see {folder / 'SOURCE.md'}); the copy was changed")
+                            f"ungerlib.model.data.KNOWN_SHA256 (see {folder / 'SOURCE.md'}); the copy was changed")
     return ds
 
 

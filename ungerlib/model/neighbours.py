@@ -61,7 +61,7 @@ def node_vectors(path: torch.Tensor, emb: np.ndarray) -> torch.Tensor:
 
 
 class NeighbourDecoder(nn.Module):
-    """``model`` (an :class:`ungerlib.stage2.UNGER`) decoded with the Stage I cosine added to each
+    """``model`` (an :class:`ungerlib.model.stage2.UNGER`) decoded with the Stage I cosine added to each
     child's score (module docstring). It has the incremental decoding API the beam uses
     (:meth:`decode_start`, :meth:`decode_step`, ``next_node``) and leaves ``model`` untouched."""
 

@@ -2,8 +2,8 @@
 
 One beam search per split gives both rankings (every item, history excluded); each is saved as
 ``{split}_{all,excl}.npy`` (per-user top ``max(ks)``, -1 pads) and scored with
-:func:`ungerlib.metrics.rank_metrics`; ``metrics.json`` holds the scores. The decoding variants that
-cache their own evaluation (:mod:`ungerlib.prior`, :mod:`ungerlib.discrec`, :mod:`ungerlib.neighbours`)
+:func:`ungerlib.model.metrics.rank_metrics`; ``metrics.json`` holds the scores. The decoding variants that
+cache their own evaluation (:mod:`ungerlib.prior`, :mod:`ungerlib.baselines.discrec`, :mod:`ungerlib.model.neighbours`)
 build their artefacts with :func:`save_rankings`. ``stage2.evaluate_stage2`` still holds its own copy of
 this loop: moving it here changes every Stage II artefact key (this module would enter its code hash).
 """

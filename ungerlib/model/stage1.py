@@ -234,7 +234,7 @@ def _check_semantic(semantic: np.ndarray, n_items: int) -> None:
 
 def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_dir: Path | None = None,
                  progress: bool = True, after_epoch: Any = None) -> Stage1Result:
-    """Train DIN (+ MAL, CKA) on ``splits.train`` with :func:`ungerlib.train.fit`; select the epoch on
+    """Train DIN (+ MAL, CKA) on ``splits.train`` with :func:`ungerlib.model.train.fit`; select the epoch on
     validation Recall@20 (a fixed sample of ``stage1.eval_users`` validation users)."""
     from ungerlib.model.train import Schedule, fit, shuffled_batches
 

@@ -5,7 +5,7 @@ The encoder (``enc_layers``, paper 1) reads the history, one token per item; the
 The decoder output at ``[c_dis]`` is projected to the Stage I space and contrasted against the
 target's integrated embedding and ``ikd_negatives`` random items (Eq. 7); the loss is
 ``L_gen + beta L_dis`` (Eq. 8). :meth:`UNGER.loss` returns these terms, :meth:`UNGER.decode_start`
-and :meth:`UNGER.decode_step` are the incremental decoder that :mod:`ungerlib.beam` searches with.
+and :meth:`UNGER.decode_step` are the incremental decoder that :mod:`ungerlib.model.beam` searches with.
 
 Choices the paper leaves open (``Stage2Config``; README and docs/ARCHITECTURE.md say which the
 profiles use and why):
@@ -324,7 +324,7 @@ class UNGER(nn.Module):
 
     @torch.no_grad()
     def generate(self, hist: torch.Tensor, table: CodeTable, beam: int = 20) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Trie-constrained beam search (:func:`ungerlib.beam.beam_search`): per user, the finished
+        """Trie-constrained beam search (:func:`ungerlib.model.beam.beam_search`): per user, the finished
         items and their log-probabilities."""
         from ungerlib.model.beam import beam_search
 
@@ -358,7 +358,7 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
                  work_dir: Path | None = None, progress: bool = True,
                  after_epoch: Callable[[int], None] | None = None,
                  model_cls: type[UNGER] = UNGER) -> tuple[UNGER, list[dict[str, float]]]:
-    """Train with Eq. 8 (:func:`ungerlib.train.fit`); keep the epoch with the best validation NDCG@20
+    """Train with Eq. 8 (:func:`ungerlib.model.train.fit`); keep the epoch with the best validation NDCG@20
     (beam ``eval_beam``, every item ranked). ``model_cls``: a subclass of :class:`UNGER` to train instead."""
     from ungerlib.model.beam import recommend
     from ungerlib.model.train import Schedule, fit, shuffled_batches
@@ -415,7 +415,7 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     user's whole history removed (``excl``).
 
     Per-user top-20 rankings are saved (``{valid,test}_{all,excl}.npy``) next to the metrics so
-    anyone can recompute them or run paired tests (:func:`ungerlib.significance.paired_test`).
+    anyone can recompute them or run paired tests (:func:`ungerlib.analyses.significance.paired_test`).
     The model is loaded only when the evaluation is not cached yet.
     """
     from ungerlib.model.rankings import save_rankings
