@@ -62,8 +62,8 @@ _BASE: dict[str, dict[str, dict[str, Any]]] = {
         "SASRec": {"n_epochs": 40, "patience": 3, "batch_size": 512},
         "BERT4Rec": {"n_epochs": 60, "patience": 8, "batch_size": 128},
         "GRU4Rec": {"n_epochs": 20, "patience": 3, "batch_size": 512},
-        # HF's T5 stack: 2.3 s per batch of 256 at 2 + 2 layers on one contended thread (23 min an
-        # epoch on Beauty); 1 + 1 layers take 0.47 s, so 4 epochs fit the budget. A floor for TIGER.
+        # 1 + 1 layers and 4 epochs to fit the budget: a floor for TIGER, not a fair rerun
+        # (docs/experiments/settings_choices.md)
         "TIGER": {"n_epochs": 4, "patience": 2, "val_users": 2000, "num_enc_layers": 1, "num_dec_layers": 1,
                   "d_ff": 128, "num_heads": 2, "d_kv": 32},
         "LightGCN": {"epochs": 60, "patience": 5},

@@ -74,13 +74,11 @@ class Stage1Config(_Checked):
     sim: Literal["cosine", "dot"] = "cosine"
     norm: Literal["adaln", "layernorm"] = "adaln"  # MAL normalisation (Eq. 2)
     # Which vector is quantised (ungerlib.model.stage1.INTEGRATED). "collaborative" is E_C trained jointly
-    # with CKA, i.e. the ID embedding the alignment pulled towards the semantics. Chosen on validation
-    # (notebook 02, next-item kNN): best on Beauty and Sports, second to "concat" on Toys, best mean;
-    # 5-epoch Stage II on Beauty agreed (valid NDCG@20 0.0459 vs concat 0.0425, sum 0.0419).
+    # with CKA, i.e. the ID embedding the alignment pulled towards the semantics; chosen on validation
+    # (notebook 02; docs/experiments/settings_choices.md).
     integrated: Literal["collaborative", "adapted", "sum", "concat"] = "collaborative"  # = stage1.INTEGRATED
-    # sampled-softmax negatives for L_seq (0 = full softmax). Sampled by measurement
-    # (bench/bench_stage1_softmax.py): on Beauty a full-softmax step costs 14x more per example
-    # (DIN attends over the history once per candidate), and on the synthetic set it was no better.
+    # sampled-softmax negatives for L_seq (0 = full softmax); sampled because a full-softmax step costs
+    # far more on Beauty (docs/experiments/settings_choices.md, bench/bench_stage1_softmax.py)
     n_negatives: int = 256
     attn_hidden: int = 16  # DIN local activation unit width (its cost is B x L x candidates x width)
     dropout: float = 0.1
@@ -463,19 +461,15 @@ _PROFILE_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
         "semantic": {"encoder": "hashing", "batch_size": 256},
         "stage1": {"dim": 32, "epochs": 20, "batch_size": 128, "n_negatives": 64, "warmup_steps": 10,
                    "attn_hidden": 16, "lr": 3e-3, "tau": 0.1},
-        "codes": {"K": 8, "rq_epochs": 200, "rq_hidden": (64,), "rq_latent": 16},  # 60 epochs collapsed 23 items onto one code
-        # smoke Stage II needs ~30 epochs at lr 1e-2 to learn the planted transitions (valid recall@10
-        # 0.54, against 0.07 after 5 epochs at lr 3e-3)
+        # why these numbers: docs/experiments/settings_choices.md
+        "codes": {"K": 8, "rq_epochs": 200, "rq_hidden": (64,), "rq_latent": 16},
         "stage2": {"d_model": 32, "dec_layers": 2, "n_heads": 2, "d_ff": 64, "epochs": 30, "lr": 1e-2, "patience": 10,
                    "batch_size": 128, "warmup_steps": 10, "ikd_negatives": 32, "eval_beam": 20},
         "eval": {"beam": 20},
     },
     "cpu": {
         "stage1": {"dim": 128, "epochs": 8, "attn_hidden": 4, "eval_users": 2000, "patience": 2},
-        # 15 epochs (cosine over them): the adopted row J peaks at epoch 12-13 on Beauty (two runs), 12 on
-        # Sports and 14 on Toys.
-        # lr 2e-3 beat the paper's 1e-3 on Beauty validation at a short budget (NDCG@20 0.0581 vs
-        # 0.0533, the earlier model).
+        # 15 epochs (cosine over them) and lr 2e-3, both chosen on validation: docs/experiments/settings_choices.md
         "stage2": {"d_model": 128, "epochs": 15, "lr": 2e-3},
         "eval": {"beam": 50},
     },

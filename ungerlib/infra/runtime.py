@@ -1,32 +1,17 @@
 """How ungerlib runs on this machine: CPU threads, subnormal floats and progress lines. Nothing here
-changes a result beyond float rounding and what rounding does to a training run (see
-``config.NEUTRAL_MODULES``), so editing it never retrains an artefact.
+changes a result beyond float rounding and what rounding does to a training run, and no artefact key
+holds any of it (every provenance record names the thread count and the flush-to-zero mode).
 
 Subnormal floats. Weight decay drives weights that get no gradient towards zero, into the subnormal
-range (|x| < 1.2e-38); on the Intel Xeon of a 2026-12-05 session a matrix product with such a weight
-matrix ran 120x slower than with the same matrix flushed to zero, and a Stage II epoch (row J, Beauty)
-slowed from 150 s to 650 s between epochs 4 and 6 as they accumulated (about half the weights of some
-attention projections were subnormal by epoch 6). :func:`flush_denormals`, called by ``import
+range (|x| < 1.2e-38), where an Intel Xeon's float math is two orders of magnitude slower; a Stage II
+epoch slowed more than fourfold as they accumulated. :func:`flush_denormals`, called by ``import
 ungerlib``, makes torch's CPU math treat them as zero (the FTZ / DAZ modes). Values that small are zero
-for every purpose, but like a change of thread count the mode changes float rounding, and a training
-run follows another trajectory: Toys' Stage I reproduced its committed validation to every digit with
-the mode on, while a row-J Stage II run on Toys ended 0.0008 lower in validation NDCG@20 than the
-same run without it (about 0.6 standard errors). The artefact keys record neither.
+for every purpose, but like a change of thread count the mode changes float rounding, so a training run
+can end elsewhere within noise (measurements: ``docs/experiments/settings_choices.md``).
 
 Threads. torch's intra-op pool has one thread per core, and OpenMP's idle threads spin while they
 wait for work: on a machine where anything else runs, the threads fight for the cores and
-throughput collapses. ``bench/bench_threads.py`` on 2 cores (cpu-profile models, Beauty-sized
-batches; median step time, ms; the machine was never quiet: 3-5 other CPU-bound jobs ran
-throughout, "+1 job" adds a spinning process):
-
-=====================  ==============  ==============  ===============  ===============
-policy                 Stage I         Stage II        Stage I +1 job   Stage II +1 job
-=====================  ==============  ==============  ===============  ===============
-torch default (2)      1140            4133            4132             14895
-1 thread               303             728             619              1925
-2 threads, passive     293             480             564              1646
-=====================  ==============  ==============  ===============  ===============
-
+throughput collapses (``bench/bench_threads.py``; measured 4-9x slower steps).
 The collapse comes from the spinning, not from the thread count: with idle threads sleeping
 (``OMP_WAIT_POLICY=PASSIVE``) two threads were as fast as one or faster in every condition. The
 policy (:func:`thread_policy`, :func:`thread_env`):

@@ -38,9 +38,8 @@ import torch.nn as nn
 from ungerlib.infra import artefacts, cli, config as C, runtime
 from ungerlib.model.rankings import save_rankings
 
-# (lambda_0, lambda_1) tried by :func:`tune`; (0, 0) is row J's own evaluation. On Beauty, 4,000
-# validation users of row J (a session's screen): (0, 2), (0, 5), (0, 10), (2, 5), (5, 10) lifted
-# NDCG@20 (every item) from 0.0728 to 0.0775, 0.0802, 0.0800, 0.0807, 0.0800.
+# (lambda_0, lambda_1) tried by :func:`tune`; (0, 0) is the model's own evaluation (the plain beam).
+# Why these: docs/experiments/settings_choices.md.
 GRID: tuple[tuple[float, float], ...] = ((0.0, 0.0), (0.0, 5.0), (2.0, 5.0), (5.0, 10.0))
 
 
