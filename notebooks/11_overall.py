@@ -42,16 +42,18 @@ profile = "cpu"
 datasets = None  # None: the profile's data sets
 models = None  # None: every rerun baseline (ungerlib.table3.RERUN)
 discrec = True  # also train our Stage II with DiscRec's gated encoder (ungerlib.baselines.discrec)
+code_kinds = True  # the thesis: semantic-only and dual codes on our engine (ungerlib.analyses.code_kinds)
+beam_check_users = 1000  # validation users of the beam-against-exact check, on the first data set (0: skip)
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 from ungerlib.infra import config, report
-from ungerlib.analyses import table3, tuning
+from ungerlib.analyses import code_kinds as ck, table3, tuning
 
 names = report.profile_datasets(profile, datasets)
 cfgs = {n: config.profile(profile, dataset=n) for n in names}
-results = [table3.overall(cfgs[n], models or table3.RERUN, with_discrec=discrec) for n in names]
+results = [table3.overall(cfgs[n], models or table3.RERUN, with_discrec=discrec, code_kinds=code_kinds) for n in names]
 
 # %% [markdown]
 # ## Table 3
@@ -106,6 +108,57 @@ display(Markdown(report.count_sentence(better, "UNGER is significantly above the
                                         "(data set, ranking, metric) tests")))
 sig
 
+# %% [markdown]
+# ## The thesis: one unified code against a semantic-only code and two codes
+# The paper's claim is that one code learnt from integrated semantic and collaborative embeddings beats a
+# semantic-only code (TIGER) and two separate codes (EAGER). Here all three kinds of code train on **one**
+# Stage II engine, with the same budget, early stopping on validation and beam, in both decoder forms
+# (codes only, the paper's literal decoder; and with item tables, row J), so that the kind of code is
+# the only difference (`ungerlib.analyses.code_kinds`; where we differ from TIGER's and EAGER's own
+# models: `ungerlib.baselines.dual`, `docs/BASELINES.md`). Paired tests over test users.
+
+# %%
+if code_kinds:
+    claims = pd.concat([ck.claims(r.rows, r.targets["test"], r.dataset) for r in results])
+    report.save_table(claims, "table3_claims_tests", list(cfgs.values()),
+                      legend="Test split; a = the first kind of code of the claim, b = the second; paired over users.")
+    text = ("# Does one unified code beat a semantic-only code and two codes? (test, NDCG@20)\n\n"
+            + ck.claims_text(claims) + "\n\nEvery number is one seed. Tests over users: "
+            "`figures/<profile>/table3_claims_tests.md`.")
+    report.save_text(text, "table3_claims", list(cfgs.values()))
+    display(Markdown(text))
+
+# %% [markdown]
+# How each kind of code tells items apart (every item is evaluated as an item, never as a code), and
+# whether the beam finds what the model ranks best: for a fixed sample of validation users, the beam's
+# top 20 against exact scoring of every item (the sum of its code's log-probabilities).
+
+# %%
+if code_kinds:
+    from ungerlib.analyses import beam_check
+    from ungerlib.baselines.dual import inputs as dual_inputs
+    from ungerlib.model.codes import item_codes
+    from ungerlib.model.stage2 import run_stage2
+
+    first = cfgs[names[0]]
+    tables = {"semantic": item_codes(ck.config(first, "semantic", "codes only")),
+              "dual": dual_inputs(first).tables, "unified": item_codes(first)}
+    collisions = ck.collision_policy(tables)
+    report.save_table(collisions, "codes_collisions", first)
+    display(collisions)
+    if beam_check_users:
+        splits = dual_inputs(first).splits
+        checks = {}
+        for k in ("semantic", "unified"):
+            for f in ck.FORMS:
+                c = ck.config(first, k, f)
+                checks[ck.row(k, f)] = beam_check.exact_vs_beam(run_stage2(c, progress=False)[0], splits.valid,
+                                                                item_codes(c), c.eval.beam, beam_check_users)
+        checks = pd.concat(checks, names=["model"])
+        report.save_table(checks, "beam_vs_exact", first,
+                          legend=f"{names[0]}, {beam_check_users} validation users: the beam's top 20 against exact scoring.")
+        display(checks)
+
 # %%
 # Checks on this notebook's own results (nbval fails if any does not hold).
 for n in names:
@@ -117,4 +170,9 @@ for n in names:
     best = max(t.loc[(model, "excl"), "recall@20"] for model in (models or table3.RERUN))
     assert best > t.loc[("popularity", "excl"), "recall@20"], (n, "no rerun baseline above popularity")
     assert set(sig.loc[n].index.get_level_values(0)) == {"all", "excl"}
+if code_kinds:
+    assert set(claims.index.get_level_values("claim")) == {"unified > dual", "dual > semantic", "unified > semantic"}
+    assert (collisions["distinct codes"] == collisions["items"]).all()  # every item its own code
+    if beam_check_users:
+        assert ((checks["overlap@20"] > 0) & (checks["overlap@20"] <= 1)).all()
 print("all checks passed")

@@ -148,3 +148,32 @@ def test_headline_puts_the_paper_row_beside_ours_and_sasrec():
     assert list(h.index) == ["UNGER, the paper's Table 3", O.PAPER_MODEL, O.OURS, "SASRec (rerun, tuned on validation)"]
     assert h.loc["UNGER, the paper's Table 3", ("Beauty", "recall@10")] == 0.0939
     assert h.loc[O.OURS, ("Beauty", "ndcg@10")] == t.loc[("Beauty", O.OURS, "excl"), "ndcg@10"]
+
+
+def test_code_kind_rows_are_named_and_the_thesis_is_tested_pair_by_pair():
+    from ungerlib.analyses import code_kinds as ck
+
+    assert ck.row("unified", "codes only") == O.PAPER_MODEL and ck.row("unified", "item tables") == O.ITEM_TABLES
+    assert ck.row("semantic", "codes only") == "semantic code (TIGER-style), codes only"
+    assert O.kind(ck.row("dual", "item tables")) == "our engine, another kind of code"
+    rng = np.random.default_rng(0)
+    tt = rng.integers(50, size=300)
+    rates = {"unified": 0.5, "dual": 0.3, "semantic": 0.1}
+    rows = {ck.row(k, f): {f"test_{r}": _ranks(tt, rates[k], rng) for r in ("all", "excl")}
+            for k in ck.KINDS for f in ck.FORMS}
+    t = ck.claims(rows, tt, "Beauty")
+    assert len(t) == 2 * 3 * 2 * 4 and t["holds"].all()
+    assert t.xs("unified > semantic", level="claim")["holds, p < 0.05"].all()
+    text = ck.claims_text(t)
+    assert text.count("\n") == 2 * 3 - 1 and "**unified > dual** holds" in text
+
+
+def test_code_kind_configs_differ_in_the_code_only():
+    from ungerlib.analyses import code_kinds as ck
+    from ungerlib.infra import artefacts, config
+
+    cfg = config.profile("cpu", "Beauty")
+    sem, uni = ck.config(cfg, "semantic", "codes only"), ck.config(cfg, "unified", "codes only")
+    assert sem.stage2 == uni.stage2 and sem.codes.method == "rqvae" and sem.stage1.variant == "semantic"
+    assert ck.config(cfg, "unified", "item tables").stage2 == cfg.stage2  # row J is the profile's default
+    assert artefacts.key_hash("eval", ck.config(cfg, "unified", "codes only")) != artefacts.key_hash("eval", sem)

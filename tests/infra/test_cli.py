@@ -117,7 +117,7 @@ def test_reproduce_params_reach_the_notebook(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("param, message", [
     ("modles=SASRec", "--param modles: notebook 11_overall.ipynb has no such parameter; its parameters: "
-                      "datasets, discrec, models, profile"),
+                      "beam_check_users, code_kinds, datasets, discrec, models, profile"),
     ("profile=cpu", "--param profile: use --profile instead"),
     ("discrec", "--param 'discrec': expected NAME=VALUE"),
 ])

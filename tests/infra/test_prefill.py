@@ -14,7 +14,7 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     assert len({(j.kind, j.key_hash) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
     kinds = {j.kind.split(".")[0] for j in jobs}
-    assert kinds == {"semantic", "codes", "stage2", "eval", "baseline", "eval_discrec", "eval_neighbours"}
+    assert kinds == {"semantic", "codes", "stage2", "eval", "baseline", "eval_discrec", "eval_neighbours", "eval_dual"}
     # the neighbours decodings read the default model, so they start after every Stage II training
     nb = [j for j in jobs if j.kind == "eval_neighbours"]
     assert len(nb) == 3 and min(j.phase for j in nb) > max(j.phase for j in jobs if j.kind in ("eval", "stage2"))

@@ -163,3 +163,14 @@ def test_inference_child_scores_equal_the_training_path(setup):
                 got = model.logits(hs, nodes, 1).detach()
             assert torch.equal(torch.isinf(got), torch.isinf(want))
             assert torch.allclose(got[torch.isfinite(want)], want[torch.isfinite(want)], atol=1e-5)
+
+
+def test_code_log_prob_is_the_beam_score_of_each_item(setup):
+    """Teacher-forced log-probability of an item's code equals the score the beam gives that item."""
+    model, table, hist = setup
+    with torch.no_grad():
+        items, scores = beam_search(model, torch.from_numpy(hist), table, beam=len(table) * 4)
+        for r in range(len(hist)):
+            h = torch.from_numpy(np.repeat(hist[r:r + 1], len(items[r]), 0))
+            forced = model.code_log_prob(h, torch.from_numpy(items[r])).numpy()
+            assert np.allclose(forced, scores[r], atol=1e-6)

@@ -88,9 +88,10 @@ def test_rqvae_unique_and_counts_collisions():
     assert t.n_collisions == sum(v for v in raw.values() if v > 1)
 
 
-def test_rqvae_too_many_collisions_is_an_error():
-    with pytest.raises(ValueError, match="share the RQ-VAE code"):
-        rqvae_codes(with_duplicates(dup=20), K=8, seed=0, **RQ)
+def test_rqvae_more_duplicates_than_k_get_two_collision_tokens():
+    t = rqvae_codes(with_duplicates(dup=20), K=8, seed=0, **RQ)
+    assert_valid(t, len(with_duplicates(dup=20)))
+    assert t.info["collision_tokens"] == 2 and len(set(t.codes)) == len(t)
 
 
 def test_same_seed_same_codes():
@@ -209,3 +210,13 @@ def test_item_codes_cached_on_fake_stage1(smoke, monkeypatch, method):
     if method == "random":
         h = U.item_codes(cfg.replace(codes={"method": "hkmeans"}))
         assert len(calls) == 2 and Counter(h.lengths.tolist()) == Counter(t.lengths.tolist())
+
+
+def test_rqvae_tells_apart_more_than_k_items_on_one_code_with_more_collision_tokens():
+    """A collapsed codebook (every item on one raw code) still gives every item its own prefix-free code."""
+    emb = np.tile(np.random.default_rng(0).standard_normal((1, 6)), (40, 1)).astype(np.float32)
+    emb += 1e-4 * np.random.default_rng(1).standard_normal(emb.shape).astype(np.float32)
+    t = rqvae_codes(emb, K=4, levels=2, hidden=(8,), latent=4, epochs=2, seed=0)
+    assert_valid(t, 40)
+    assert t.info["max_items_per_raw_code"] > 4 and t.info["collision_tokens"] >= 2
+    assert len(set(t.lengths.tolist())) == 1 and len(set(t.codes)) == 40

@@ -237,11 +237,12 @@ class Overall:
 
 
 def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_unger: bool = True,
-            with_discrec: bool = False, grids: bool = False) -> Overall:
+            with_discrec: bool = False, grids: bool = False, code_kinds: bool = False) -> Overall:
     """Every rerun model in ``models`` at the setting ``make tune`` selected (or, with ``tuned``, its whole
     grid trained and selected here: ``grids``), and the references' and UNGER's rankings (:data:`OURS` and
     :data:`PLAIN`; and, with ``with_discrec``, the DiscRec-style Stage II variant's,
-    :mod:`ungerlib.baselines.discrec`)."""
+    :mod:`ungerlib.baselines.discrec`; with ``code_kinds``, the semantic-only and dual codes on our engine in
+    both decoder forms, :mod:`ungerlib.analyses.code_kinds`)."""
     from ungerlib.model.data import get_splits
 
     _, splits = get_splits(cfg)
@@ -256,6 +257,10 @@ def overall(cfg: C.RunConfig, models: tuple[str, ...] | list[str] = RERUN, with_
         from ungerlib.baselines.discrec import evaluate_discrec
 
         rows[DISCREC] = _load_rankings(evaluate_discrec(cfg)["path"])
+    if code_kinds:
+        from ungerlib.analyses import code_kinds as ck
+
+        rows.update({ck.row(k, f): ck.rankings(cfg, k, f) for k in ("semantic", "dual") for f in ck.FORMS})
     return Overall(cfg.data.dataset, rows, tuned, {"valid": splits.valid.target, "test": splits.test.target})
 
 
@@ -271,6 +276,8 @@ def kind(row: str) -> str:
         return "ours, variant beyond the paper"
     if row == PAPER_MODEL:
         return "ours, the paper's model"
+    if row.startswith(("semantic code", "dual code")):
+        return "our engine, another kind of code"
     if row in (ITEM_TABLES, OURS):
         return "ours, beyond the paper"
     return "cited (paper)"

@@ -111,6 +111,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          doc="the DiscRec-style Stage II variant (beyond the paper)"),
     Kind("eval_discrec", 1, "stage2_discrec", ("eval",), build="baselines.discrec:evaluate_discrec", code="baselines.discrec",
          doc="the DiscRec variant's rankings and metrics"),
+    Kind("stage2_dual", 1, "codes", ("stage2",), build="baselines.dual:run_dual", code="baselines.dual",
+         doc="the EAGER-style dual code on our Stage II engine: two codes, two decoders, one encoder"),
+    Kind("eval_dual", 1, "stage2_dual", ("eval",), build="baselines.dual:evaluate_dual", code="baselines.dual",
+         doc="the dual code's merged rankings and metrics"),
     *(Kind(f"baseline.{m}", v, parent, seeded=True, extra=("params",), build="analyses.table3:run",
            code=_BASELINE_CODE[m], args={"model": m}, doc=f"the {m} baseline: rankings, metrics, history")
       for m, v, parent in BASELINES),

@@ -199,6 +199,32 @@ def _eval_discrec() -> dict[str, Any]:
     return _decoded(model, sp, emb)
 
 
+def _dual_model():
+    """The EAGER-style dual code trained two epochs on two fixed code tables."""
+    from ungerlib.analyses import stage2_grid
+    from ungerlib.baselines import dual
+
+    if "dual" not in _MODELS:
+        cfg = stage2_grid.lever_config(_cfg(), stage2_grid.ADOPTED, {"epochs": 2})
+        _, sp = _splits(cfg)
+        emb = {"behaviour": _blobs(), "semantic": _blobs(seed=1)}
+        data = dual.Inputs(sp, {s: _table(e) for s, e in emb.items()}, emb)
+        _MODELS["dual"] = (*dual.train_dual(data, cfg, progress=False), sp)
+    return _MODELS["dual"]
+
+
+def _stage2_dual() -> dict[str, Any]:
+    _, hist, _ = _dual_model()
+    return {"losses": _history(hist, ("loss_gen_behaviour", "loss_ikd_behaviour", "loss_gen_semantic",
+                                      "loss_ikd_semantic"))}
+
+
+def _eval_dual() -> dict[str, Any]:
+    model, _, sp = _dual_model()
+    (ranked, scores), _ = model.rankings(sp.valid.history[:8], beam=10, topk=5, exclude=sp.valid.exclude[:8])
+    return {"top log-probs": _floats(scores), "top items": [int(i) for i in ranked.ravel()]}
+
+
 def _baseline(model: str) -> Callable[[], dict[str, Any]]:
     def run() -> dict[str, Any]:
         from ungerlib.analyses import table3 as overall
@@ -234,7 +260,7 @@ _BASELINE_BUDGET = {"SASRec": {"n_epochs": 2, "patience": 9}, "BERT4Rec": {"n_ep
 FINGERPRINTS: dict[str, Callable[[], dict[str, Any]]] = {
     "data": _data, "semantic": _semantic, "stage1": _stage1, "codes": _codes, "stage2": _stage2,
     "eval": _eval, "eval_neighbours": _eval_neighbours, "stage2_discrec": _stage2_discrec,
-    "eval_discrec": _eval_discrec,
+    "eval_discrec": _eval_discrec, "stage2_dual": _stage2_dual, "eval_dual": _eval_dual,
     **{artefacts.baseline_kind(m): _baseline(m) for m, _, _ in artefacts.BASELINES},
 }
 

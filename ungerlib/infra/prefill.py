@@ -68,7 +68,7 @@ def job(kind: str, cfg: C.RunConfig, label: str, **extra: Any) -> Job:
 def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None) -> list[Job]:
     """The runs the chosen notebooks read (default: all), deduplicated, shallow kinds first. The configs
     are built as the notebooks build them (their default parameters)."""
-    from ungerlib.analyses import ablations, stage2_grid as levers, table3 as overall, tuning
+    from ungerlib.analyses import ablations, code_kinds, stage2_grid as levers, table3 as overall, tuning
     from ungerlib.model import neighbours
     from ungerlib.infra.report import profile_datasets
 
@@ -109,9 +109,16 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
                      for m in overall.RERUN]
             jobs.append(job("eval_discrec", cfg, f"{n} DiscRec"))
-    # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes
+            jobs += [job(kind, c, label) for kind, c, label in code_kinds.runs(cfg)]  # the thesis: three kinds of code
+    # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes (the
+    # dual code reads two codes, one per stream)
     jobs += [job("codes", j.cfg, f"{j.cfg.data.dataset} Stage I + codes of {j.label}") for j in list(jobs)
-             if artefacts.get(j.kind).depth > artefacts.get("codes").depth and "codes" in _chain(j.kind)]
+             if artefacts.get(j.kind).depth > artefacts.get("codes").depth and "codes" in _chain(j.kind)
+             and "dual" not in j.kind]
+    from ungerlib.baselines.dual import stream_configs
+
+    jobs += [job("codes", c, f"{j.cfg.data.dataset} {s} code of {j.label}") for j in list(jobs)
+             if "dual" in j.kind for s, c in stream_configs(j.cfg).items()]
     jobs += [job("semantic", j.cfg, f"{j.cfg.data.dataset} text embeddings") for j in list(jobs)
              if "semantic" in _chain(j.kind) and j.kind != "semantic"]
     # a run that an evaluation of the same config builds anyway is not a job of its own

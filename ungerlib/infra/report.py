@@ -249,6 +249,17 @@ def save_table(df: pd.DataFrame, name: str, cfg: RunConfig | Iterable[RunConfig]
     return d / f"{name}.csv"
 
 
+def save_text(text: str, name: str, cfg: RunConfig | Iterable[RunConfig] | None, profile: str | None = None,
+              **extra: Any) -> Path:
+    """Write ``text`` (Markdown: sentences that state what tables show, with their numbers) as
+    ``<name>.md`` with provenance; returns its path."""
+    profile = _profile_of(cfg, profile)
+    d = figures_dir(profile)
+    atomic_write_text(d / f"{name}.md", text.rstrip("\n") + "\n")
+    _write_provenance(d / f"{name}.provenance.json", name, cfg, profile, extra)
+    return d / f"{name}.md"
+
+
 def curves_figure(curves: pd.DataFrame, panels: Mapping[str, str], row: str = "dataset", hue: str | None = None,
                   selected: Mapping[Any, int] | None = None, x: str = "epoch",
                   selected_label: str = "selected epoch (best validation)") -> Any:

@@ -250,10 +250,10 @@ def rqvae_codes(emb: np.ndarray, K: int = 256, levels: int = 3, hidden: tuple[in
     MLP encoder -> ``levels`` residual codebooks [K, latent] -> MLP decoder. Loss: reconstruction
     MSE + codebook MSE + ``beta`` x commitment MSE, straight-through gradients; codebooks are
     initialised by k-means on the first shuffled batch's residuals. Items sharing the same
-    ``levels`` tokens get a last token 0, 1, 2, ... (every item gets one, so all codes have the
-    same length and are prefix-free); ``n_collisions`` counts items that shared a code. More
-    than K items on one code cannot be told apart by one token: a ValueError (we do not widen).
-    Deterministic given seed on CPU.
+    ``levels`` tokens get a last token 0, 1, 2, ... (TIGER's collision level; every item gets one, so
+    all codes have the same length and are prefix-free); ``n_collisions`` counts items that shared a
+    code. Where more than K items share one code (a collapsed codebook), the collision index is written
+    in as many base-K tokens as it needs, for every item. Deterministic given seed on CPU.
     """
     import torch
     import torch.nn as nn
@@ -312,16 +312,16 @@ def rqvae_codes(emb: np.ndarray, K: int = 256, levels: int = 3, hidden: tuple[in
     raw = [tuple(r) for r in ids.tolist()]
     count, seen = Counter(raw), Counter()
     worst, n_worst = count.most_common(1)[0]
-    if n_worst > K:
-        raise ValueError(f"{n_worst} items share the RQ-VAE code {worst}, more than one extra token with K={K} "
-                         f"can tell apart; train longer (epochs={epochs}) or use more levels (levels={levels})")
+    extra = 1  # collision tokens: one where at most K items share a code (TIGER), base-K digits beyond
+    while K ** extra < n_worst:
+        extra += 1
     codes = []
     for c in raw:
-        codes.append(c + (seen[c],))
+        codes.append(c + tuple(seen[c] // K ** (extra - 1 - d) % K for d in range(extra)))
         seen[c] += 1
     n_coll = sum(v for v in count.values() if v > 1)
     return CodeTable(codes, K, n_collisions=n_coll,
-                     info={"max_items_per_raw_code": n_worst, "recon_mse": round(recon, 6),
+                     info={"max_items_per_raw_code": n_worst, "collision_tokens": extra, "recon_mse": round(recon, 6),
                            "codebook_usage": [len(set(ids[:, lv].tolist())) for lv in range(levels)]})
 
 

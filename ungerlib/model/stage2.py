@@ -323,6 +323,14 @@ class UNGER(nn.Module):
         return {"loss": gen + self.s2.beta * ikd, "gen": gen, "ikd": ikd}
 
     @torch.no_grad()
+    def code_log_prob(self, hist: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """[B] log-probability of generating each item's code, ``items`` [B], given ``hist`` [B, L]: the
+        sum over its levels of the log-softmax that beam search adds up (teacher forcing; eval mode)."""
+        logits, code, _ = self(hist, items)
+        logp = torch.log_softmax(logits.double(), -1).gather(-1, code.clamp(min=0)[..., None])[..., 0]
+        return torch.where(code >= 0, logp, 0.0).sum(1)
+
+    @torch.no_grad()
     def generate(self, hist: torch.Tensor, table: CodeTable, beam: int = 20) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Trie-constrained beam search (:func:`ungerlib.model.beam.beam_search`): per user, the finished
         items and their log-probabilities."""
