@@ -73,6 +73,67 @@ def test_grids_are_stated_and_bad_names_rejected():
         O.grid("gpu", "SASRec")
 
 
+def test_sasrec_hstu_and_ngcf_get_grids_of_equal_effort_whose_points_are_valid_settings():
+    from ungerlib.baselines import graph, sequential
+
+    sasrec = O.grid("cpu", "SASRec")
+    assert len(sasrec) >= 12 and O.grid("cpu", "HSTU") == sasrec  # the same axes and budget
+    assert {p["dim"] for p in sasrec} == {64, 128, 256}
+    assert len({p["dropout"] for p in sasrec}) >= 2 and len({p["lr"] for p in sasrec}) >= 2
+    assert {p.get("n_negatives", 0) for p in sasrec} == {0, 512}  # the full and the sampled softmax
+    assert len(O.grid("cpu", "NGCF")) >= 12
+    for profile in ("smoke", "cpu", "paper"):  # a bad point fails here, not hours into make tune
+        for m in O.SEQUENTIAL:
+            for p in O.grid(profile, m):
+                sequential.settings(m, p)
+        for p in O.grid(profile, "NGCF"):
+            graph.settings("NGCF", p)
+    assert all(len(O.grid("smoke", m)) == 1 for m in O.RERUN)
+
+
+def test_sports_and_toys_get_the_three_best_points_of_beauty(monkeypatch):
+    from ungerlib.analyses import tuning
+
+    points = O.grid("cpu", "SASRec")
+    ranked = sorted(points, key=lambda p: (p["lr"], -p["dim"], p["dropout"]))  # some order of Beauty's runs
+    selection = {"baselines": {"Beauty": {"SASRec": {"params": ranked[0], "ranked": ranked}}}}
+    monkeypatch.setattr(tuning, "load", lambda profile: selection)
+    assert O.grid("cpu", "SASRec", "Toys") == O.grid("cpu", "SASRec", "Sports") == ranked[:O.TRANSFER]
+    assert O.grid("cpu", "SASRec", "Beauty") == O.grid("cpu", "SASRec") == points
+    assert O.grid("cpu", "BERT4Rec", "Toys") == O.grid("cpu", "BERT4Rec")  # two points: both
+    selection["baselines"]["Beauty"]["SASRec"]["ranked"] = ranked[:-1]  # tuned before the grid gained a point
+    assert O.grid("cpu", "SASRec", "Toys") == points
+    monkeypatch.setattr(tuning, "load", lambda profile: {})  # Beauty not tuned yet
+    assert O.grid("cpu", "SASRec", "Toys") == points
+
+
+def test_make_tune_tunes_beauty_first_then_the_others_on_its_three_best(monkeypatch, tmp_path):
+    from ungerlib.analyses import tuning
+    from ungerlib.baselines.protocol import TAGS, RunResult
+
+    monkeypatch.setenv("UNGER_FIGURES", str(tmp_path))
+    trained = []
+
+    def score(p):
+        return p["dim"] / 1000 + 10 * p["lr"] + p["dropout"] / 100 + p.get("n_negatives", 0) / 1e6
+
+    def fake_run(cfg, model, params, force=False):
+        trained.append((cfg.data.dataset, params))
+        metrics = {tag: {"recall@10": score(params), "ndcg@20": score(params)} for tag in TAGS}
+        return RunResult(model, params, metrics, str(tmp_path), {"best_epoch": 3, "epochs_run": 8, "wall_s": 1.0})
+
+    monkeypatch.setattr(O, "run", fake_run)
+    out = tuning.tune("cpu", ["Toys", "Beauty"], ["SASRec"], stage2=False)
+    best3 = sorted(O.grid("cpu", "SASRec"), key=score, reverse=True)[:O.TRANSFER]
+    assert [p for d, p in trained if d == "Beauty"] == O.grid("cpu", "SASRec") and trained[0][0] == "Beauty"
+    assert [p for d, p in trained if d == "Toys"] == best3
+    assert out["baselines"]["Beauty"]["SASRec"]["ranked"][:O.TRANSFER] == best3
+    assert tuning.selected("cpu", "Toys", "SASRec") == best3[0]  # read back from the selection file written
+    assert O.grid("cpu", "SASRec", "Sports") == best3
+    rows = tuning.table("cpu", "table3_tuning")
+    assert len(rows.loc["Beauty"]) == len(O.grid("cpu", "SASRec")) and len(rows.loc["Toys"]) == O.TRANSFER
+
+
 def test_paper_table3_is_the_papers_table():
     """Every cell of paper.PAPER_TABLE3 against the paper's text (skipped where shared/ is absent)."""
     import re

@@ -1,6 +1,6 @@
-"""AlphaRec and LightGCN (ungerlib.baselines.graph): the propagation equals the dense formula, a planted
-group structure is recovered from text alone (AlphaRec) and from the graph alone (LightGCN), the test
-split is scored on the graph with the validation item added, and bad input is named."""
+"""LightGCN, NGCF and AlphaRec (ungerlib.baselines.graph): the propagations equal their dense formulas, a
+planted group structure is recovered from text alone (AlphaRec) and from the graph alone (LightGCN,
+NGCF), the test split is scored on the graph with the validation item added, and bad input is named."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -41,6 +41,35 @@ def test_propagation_equals_the_dense_lightgcn_formula():
     np.testing.assert_allclose(A.propagate(E0, torch.from_numpy(Ahat).to_sparse(), 2).numpy(), want, atol=1e-5)
 
 
+def test_ngcf_propagation_equals_the_dense_matrix_rule():
+    """E^{l+1} = LeakyReLU((L + I) E^l W1 + (L E^l) * E^l W2) with dense matrices, each layer L2-normalised
+    and concatenated after E^0; message dropout only in training."""
+    rng = np.random.default_rng(2)
+    dense = (rng.random((5, 4)) < 0.5).astype(np.float32)
+    dense[1] = 0  # an isolated user
+    R = sp.csr_matrix(dense)
+    torch.manual_seed(0)
+    model = A.NGCF(5, 4, dim=3, layers=2, dropout=0.5).eval()
+    Lap = A.normalised_adjacency(R)
+    with torch.no_grad():
+        users, items = model.embed(Lap)
+    L = Lap.to_dense().numpy().astype(np.float64)
+    E = model.E0.weight.detach().numpy().astype(np.float64)
+    want = [E]
+    for w1, w2 in zip(model.W1, model.W2):
+        W1, W2 = w1.weight.detach().numpy().T, w2.weight.detach().numpy().T  # x W^T: W = weight^T
+        Z = (L + np.eye(9)) @ E @ W1 + ((L @ E) * E) @ W2
+        E = np.where(Z > 0, Z, 0.2 * Z)
+        want.append(E / np.linalg.norm(E, axis=1, keepdims=True))
+    want = np.concatenate(want, 1)
+    assert users.shape == (5, 9) and items.shape == (4, 9)
+    np.testing.assert_allclose(torch.cat([users, items]).numpy(), want, rtol=1e-5, atol=1e-6)
+    model.train()
+    with torch.no_grad():
+        dropped, _ = model.embed(Lap)
+    assert not torch.allclose(dropped, users) and torch.equal(dropped[:, :3], users[:, :3])  # layer 0 kept
+
+
 def test_interactions_are_the_whole_history_of_each_row():
     splits, _, _ = _grouped()
     R = A.interactions(splits.test, splits.n_items)
@@ -52,7 +81,8 @@ def test_interactions_are_the_whole_history_of_each_row():
 
 @pytest.mark.parametrize("name,params,floor", [
     ("AlphaRec", {"epochs": 30, "eval_every": 5, "dim": 16, "lr": 1e-2, "batch_size": 256, "n_negatives": 32}, 0.9),
-    ("LightGCN", {"epochs": 60, "eval_every": 10, "dim": 16, "lr": 1e-2, "batch_size": 256}, 0.6)])
+    ("LightGCN", {"epochs": 60, "eval_every": 10, "dim": 16, "lr": 1e-2, "batch_size": 256}, 0.6),
+    ("NGCF", {"epochs": 60, "eval_every": 10, "dim": 16, "lr": 1e-2, "batch_size": 256}, 0.6)])
 def test_the_planted_groups_are_recovered(name, params, floor):
     """Popularity ranks the user's group first by chance (1 in 6); the held-out item is one of the 4
     unseen items of the user's group, so a model that learnt the groups has it in its top 10."""
@@ -91,5 +121,7 @@ def test_bad_input_is_named():
         A.AlphaRec(np.full((4, 3), np.nan), 8, 1)
     with pytest.raises(BaselineError, match="unknown setting"):
         A.settings("LightGCN", {"tau": 0.1})
+    with pytest.raises(BaselineError, match="NGCF setting dropout must be in"):
+        A.settings("NGCF", {"dropout": 1.0})
     with pytest.raises(BaselineError, match="unknown graph model"):
-        A.settings("NGCF", {})
+        A.settings("GCMC", {})

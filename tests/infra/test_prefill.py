@@ -9,7 +9,19 @@ from ungerlib.analyses import stage2_grid, table3
 from ungerlib.model import stage2
 
 
-def test_plan_is_deduplicated_and_in_dependency_order():
+@pytest.fixture
+def tuned_everywhere(monkeypatch):
+    """A selection (``make tune``'s selected.json) with the first grid point of every baseline on every
+    data set, whatever the committed file holds now."""
+    from ungerlib.analyses import tuning
+
+    sel = {"baselines": {n: {m: {"params": table3.full_grid("cpu", m)[0]} for m in table3.RERUN}
+                         for n in ("Beauty", "Sports", "Toys")}}
+    monkeypatch.setattr(tuning, "load", lambda profile: sel)
+    return sel
+
+
+def test_plan_is_deduplicated_and_in_dependency_order(tuned_everywhere):
     jobs = prefill.plan("cpu", ["tune", "04", "05", "11"], ["Beauty"])
     assert len({(j.kind, j.key_hash) for j in jobs}) == len(jobs)
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
@@ -38,7 +50,31 @@ def test_plan_is_deduplicated_and_in_dependency_order():
     assert len([j for j in jobs if j.kind == "semantic"]) == 1
 
 
-def test_dry_run_prints_the_total_and_an_estimate(capsys):
+def test_make_tune_prefills_beauty_s_three_best_on_toys_once_beauty_is_tuned(tuned_everywhere):
+    def planned(model, dataset):
+        return [j.extra["params"] for j in prefill.plan("cpu", ["tune"], ["Beauty", "Toys"])
+                if j.kind == artefacts.baseline_kind(model) and j.label.startswith(dataset)]
+
+    assert planned("SASRec", "Beauty") == table3.grid("cpu", "SASRec")
+    assert planned("SASRec", "Toys") == []  # Beauty not tuned at this grid: make tune trains Toys after Beauty
+    assert planned("BERT4Rec", "Toys") == table3.grid("cpu", "BERT4Rec")  # two points: no wait
+    ranked = table3.grid("cpu", "SASRec")[::-1]
+    tuned_everywhere["baselines"]["Beauty"]["SASRec"]["ranked"] = ranked
+    assert planned("SASRec", "Toys") == ranked[:table3.TRANSFER]
+
+
+def test_the_figures_plan_names_make_tune_where_a_baseline_is_not_tuned(tuned_everywhere):
+    from ungerlib.infra import cli
+
+    del tuned_everywhere["baselines"]["Beauty"]["HSTU"]
+    with pytest.raises(cli.Failed, match="no tuned setting of HSTU on Beauty .* run make tune PROFILE=cpu"):
+        prefill.plan("cpu", ["11"], ["Beauty"])
+    tuned_everywhere["baselines"]["Beauty"]["HSTU"] = {"params": {"dim": 64}}  # not a point of the grid
+    with pytest.raises(cli.Failed, match="is not a point of its current cpu grid.*run make tune PROFILE=cpu"):
+        prefill.plan("cpu", ["11"], ["Beauty"])
+
+
+def test_dry_run_prints_the_total_and_an_estimate(capsys, tuned_everywhere):
     assert prefill.main(["--profile", "cpu", "--only", "04", "--datasets", "Beauty", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("[prefill] ") and "to build" in out[-1] and "of one-thread work" in out[-1]

@@ -3,10 +3,13 @@ significance test of UNGER against the best rerun baseline. Notebook 11 shows wh
 
 Rows and where they come from:
 
-* **rerun** on our splits with our metrics (:mod:`ungerlib.baselines.protocol` protocol): SASRec, BERT4Rec,
-  GRU4Rec and TIGER from Cornac (:mod:`ungerlib.baselines.cornac`; TIGER gets our semantic
-  embeddings as item features); *beyond the paper*: LightGCN and AlphaRec (:mod:`ungerlib.baselines.graph`).
-  Each is tuned on validation NDCG@20 over the small grid that :func:`grid` states for the profile (fixed settings ``_BASE``, tuned entries ``_GRID``).
+* **rerun** on our splits with our metrics (:mod:`ungerlib.baselines.protocol` protocol): SASRec (ours,
+  :mod:`ungerlib.baselines.sequential`), BERT4Rec, GRU4Rec and TIGER from Cornac (:mod:`ungerlib.baselines.cornac`;
+  TIGER gets our semantic embeddings as item features); *beyond the paper's Table 3*: HSTU (the paper's
+  Fig. 6 model; :mod:`ungerlib.baselines.sequential`), LightGCN, NGCF and AlphaRec
+  (:mod:`ungerlib.baselines.graph`). Each is tuned on validation NDCG@20 over the grid that :func:`grid`
+  states for the profile (fixed settings ``_BASE``, tuned entries ``_GRID``): the whole grid on the
+  profile's first data set (Beauty), its :data:`TRANSFER` best points there on the others.
 * **references**: popularity and the cosine kNN from the user's last item on the Stage I embeddings
   that are quantised (what notebook 04 computes), so a reader sees how far each model is above them.
 * **cited**: the paper's Table 3 rows (:data:`ungerlib.analyses.paper.PAPER_TABLE3`), other protocols.
@@ -21,7 +24,7 @@ Run one model's grid from the command line (what the ``cpu`` profile's baseline 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,8 +34,8 @@ from ungerlib.infra import config as C
 from ungerlib.model.metrics import METRICS
 from ungerlib.baselines.protocol import SELECT, TAGS, BaselineError, RunResult, cached_run
 
-RERUN = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "AlphaRec")
-BEYOND_PAPER = ("LightGCN", "AlphaRec")  # not in the paper's Table 3
+RERUN = ("SASRec", "HSTU", "BERT4Rec", "GRU4Rec", "TIGER", "LightGCN", "NGCF", "AlphaRec")
+BEYOND_PAPER = ("HSTU", "LightGCN", "NGCF", "AlphaRec")  # not in the paper's Table 3 (HSTU: its Fig. 6)
 REFERENCES = ("popularity", "kNN (last item, Stage I)")
 # Every UNGER row is named for what it is (docs/RESULTS.md). PAPER_MODEL is the paper's model as its text
 # specifies it: codes only (Stage II grid row A), the paper's plain beam. ITEM_TABLES (row J, the profiles'
@@ -45,21 +48,33 @@ PLAIN = ITEM_TABLES = "UNGER + item tables"
 OURS = "UNGER + item tables + Stage I neighbours"
 UNGER_ROWS = (PAPER_MODEL, ITEM_TABLES, OURS)
 DISCREC = "DiscRec (UNGER variant)"  # ungerlib.baselines.discrec: DiscRec's gated encoder in our Stage II
-CORNAC = ("SASRec", "BERT4Rec", "GRU4Rec", "TIGER")
+CORNAC = ("BERT4Rec", "GRU4Rec", "TIGER")
+SEQUENTIAL = ("SASRec", "HSTU")  # ungerlib.baselines.sequential; LightGCN, NGCF, AlphaRec: ungerlib.baselines.graph
+TRANSFER = 3  # grid points carried from the first data set's tuning to the others
+# SASRec and HSTU at equal effort (issue 41): every embedding size x dropout x learning rate with the
+# softmax over every item (12 points), and the sampled softmax (512 uniform negatives) at each size (3).
+_TRANSFORMERS = ([{"dim": d, "dropout": p, "lr": lr} for d in (64, 128, 256) for p in (0.2, 0.5) for lr in (5e-4, 1e-3)]
+                 + [{"dim": d, "dropout": 0.5, "lr": 1e-3, "n_negatives": 512} for d in (64, 128, 256)])
+# NGCF (12 points): learning rate x message dropout x L2 weight, 64-d and 3 layers as its paper.
+_NGCF = [{"lr": lr, "dropout": p, "reg": r} for lr in (2e-3, 5e-3, 1e-2) for p in (0.1, 0.3) for r in (1e-5, 1e-4)]
 # Settings shared by every grid point of a model on a profile (epoch caps, early stopping) ...
 _BASE: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {
-        "SASRec": {"n_epochs": 4, "patience": 2, "embedding_dim": 16, "n_sample": 64, "batch_size": 128},
+        "SASRec": {"epochs": 4, "patience": 2, "dim": 16, "n_negatives": 64, "batch_size": 128},
+        "HSTU": {"epochs": 4, "patience": 2, "dim": 16, "n_negatives": 64, "batch_size": 128},
         "BERT4Rec": {"n_epochs": 4, "patience": 2, "embedding_dim": 16, "n_sample": 64, "batch_size": 64},
         "GRU4Rec": {"n_epochs": 4, "patience": 2, "layers": [16], "n_sample": 64, "batch_size": 64},
         "TIGER": {"n_epochs": 2, "patience": 2, "rqvae_n_epochs": 20, "d_model": 16, "d_ff": 32, "num_heads": 2,
                   "d_kv": 8, "num_enc_layers": 1, "num_dec_layers": 1, "batch_size": 128, "val_users": 200},
         "LightGCN": {"epochs": 3, "patience": 2, "dim": 16},
+        "NGCF": {"epochs": 3, "patience": 2, "dim": 16},
         "AlphaRec": {"epochs": 3, "patience": 2},
     },
-    # cpu: every run capped at about 30 min per data set on one thread of a shared 2-core machine
+    # cpu: one thread of a shared 2-core machine per run. The caps of SASRec, HSTU and NGCF do not bind:
+    # early stopping ends every run well before them (docs/BASELINES.md, "Grids").
     "cpu": {
-        "SASRec": {"n_epochs": 40, "patience": 3, "batch_size": 512},
+        "SASRec": {"epochs": 100, "patience": 5, "batch_size": 256},
+        "HSTU": {"epochs": 100, "patience": 5, "batch_size": 256},
         "BERT4Rec": {"n_epochs": 60, "patience": 8, "batch_size": 128},
         "GRU4Rec": {"n_epochs": 20, "patience": 3, "batch_size": 512},
         # 1 + 1 layers and 4 epochs to fit the budget: a floor for TIGER, not a fair rerun
@@ -67,49 +82,80 @@ _BASE: dict[str, dict[str, dict[str, Any]]] = {
         "TIGER": {"n_epochs": 4, "patience": 2, "val_users": 2000, "num_enc_layers": 1, "num_dec_layers": 1,
                   "d_ff": 128, "num_heads": 2, "d_kv": 32},
         "LightGCN": {"epochs": 60, "patience": 5},
+        "NGCF": {"epochs": 200, "patience": 5},
         "AlphaRec": {"epochs": 60, "patience": 5},
     },
     "paper": {
-        "SASRec": {"n_epochs": 200, "patience": 10, "batch_size": 512, "embedding_dim": 128},
+        "SASRec": {"epochs": 200, "patience": 10, "batch_size": 256},
+        "HSTU": {"epochs": 200, "patience": 10, "batch_size": 256},
         "BERT4Rec": {"n_epochs": 500, "patience": 20, "batch_size": 128, "embedding_dim": 128},
         "GRU4Rec": {"n_epochs": 50, "patience": 5, "batch_size": 512, "layers": [128]},
         "TIGER": {"n_epochs": 100, "patience": 10, "d_model": 128, "d_ff": 1024, "num_heads": 6, "d_kv": 64,
                   "num_enc_layers": 4, "num_dec_layers": 4, "n_beams": 50, "val_users": 0},
         "LightGCN": {"epochs": 300, "patience": 10},
+        "NGCF": {"epochs": 400, "patience": 10},
         "AlphaRec": {"epochs": 300, "patience": 10},
     },
 }
-# ... and the small grid tuned on validation NDCG@20 (one entry = no tuning).
+# ... and the grid tuned on validation NDCG@20 (one entry = no tuning).
 _GRID: dict[str, dict[str, list[dict[str, Any]]]] = {
     "smoke": {m: [{}] for m in RERUN},
     "cpu": {
-        # dropout 0.5 is the SASRec paper's for the sparse Amazon sets; 64-d at 0.5 plateaued on Beauty
-        # validation by epoch ~10 without overfitting, so the second setting adds capacity.
-        "SASRec": [{"embedding_dim": d, "dropout": 0.5} for d in (64, 128)],
+        "SASRec": _TRANSFORMERS,
+        "HSTU": _TRANSFORMERS,
         "BERT4Rec": [{"mask_prob": p} for p in (0.2, 0.4)],
         "GRU4Rec": [{"learning_rate": lr} for lr in (0.05, 0.1)],
         "TIGER": [{}],
         "LightGCN": [{"lr": lr} for lr in (1e-3, 5e-3)],
+        "NGCF": _NGCF,
         "AlphaRec": [{"tau": t} for t in (0.15, 0.3)],
     },
     "paper": {
-        "SASRec": [{"dropout": p, "learning_rate": lr} for p in (0.2, 0.5) for lr in (5e-4, 1e-3)],
+        "SASRec": _TRANSFORMERS,
+        "HSTU": _TRANSFORMERS,
         "BERT4Rec": [{"mask_prob": p} for p in (0.2, 0.4)],
         "GRU4Rec": [{"learning_rate": lr} for lr in (0.05, 0.1)],
         "TIGER": [{}],
         "LightGCN": [{"lr": lr} for lr in (1e-3, 5e-3)],
+        "NGCF": _NGCF,
         "AlphaRec": [{"tau": t} for t in (0.15, 0.3)],
     },
 }
 
 
-def grid(profile: str, model: str) -> list[dict[str, Any]]:
-    """The settings tried for ``model`` on ``profile``: its base settings plus each grid entry."""
+def full_grid(profile: str, model: str) -> list[dict[str, Any]]:
+    """Every point of ``model``'s grid on ``profile``: its base settings plus each grid entry."""
     if model not in RERUN:
         raise BaselineError(f"unknown rerun baseline {model!r}; known: {RERUN}")
     if profile not in _GRID:
         raise BaselineError(f"unknown profile {profile!r}; known: {sorted(_GRID)}")
     return [{**_BASE[profile][model], **g} for g in _GRID[profile][model]]
+
+
+def grid(profile: str, model: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """The settings tried for ``model`` on ``profile`` and ``dataset``: the whole grid (:func:`full_grid`) on
+    the profile's first data set (Beauty) or with no data set named; on another data set the
+    :data:`TRANSFER` best points of the first data set's committed tuning
+    (:func:`ungerlib.analyses.tuning.transferred`), or the whole grid where that data set is not tuned
+    at the current grid."""
+    from ungerlib.infra.report import profile_datasets
+
+    points = full_grid(profile, model)
+    if dataset is None or dataset == profile_datasets(profile)[0] or len(points) <= TRANSFER:
+        return points
+    from ungerlib.analyses.tuning import transferred
+
+    return transferred(profile, model) or points
+
+
+def setting(profile: str, model: str, params: dict[str, Any]) -> str:
+    """``params`` as text: its grid entry (e.g. ``dim=64, dropout=0.2, lr=0.0005``), or what it changes in
+    the base settings where it is not a grid point."""
+    entry = next((g for p, g in zip(full_grid(profile, model), _GRID[profile][model]) if p == params), None)
+    if entry is None:
+        base = _BASE[profile][model]
+        entry = {k: v for k, v in params.items() if k not in base or base[k] != v}
+    return ", ".join(f"{k}={v}" for k, v in entry.items()) or "(base)"
 
 
 def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = False) -> RunResult:
@@ -122,6 +168,10 @@ def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = Fals
     ds, splits = get_splits(cfg)
 
     def train(work):
+        if model in SEQUENTIAL:
+            from ungerlib.baselines import sequential
+
+            return sequential.fit_and_rank(model, params, splits, cfg.seed, work)
         if model == "TIGER":
             from ungerlib.baselines import tiger as cornac_tiger
             from ungerlib.model.semantic import semantic_embeddings
@@ -131,11 +181,11 @@ def run(cfg: C.RunConfig, model: str, params: dict[str, Any], force: bool = Fals
             from ungerlib.baselines import cornac as cb
 
             return cb.fit_and_rank(model, params, ds, splits, cfg.seed, work)
-        from ungerlib.baselines import graph as alpharec
+        from ungerlib.baselines import graph
         from ungerlib.model.semantic import semantic_embeddings
 
         features = semantic_embeddings(cfg) if model == "AlphaRec" else None
-        return alpharec.fit_and_rank(model, params, splits, cfg.seed, features, work)
+        return graph.fit_and_rank(model, params, splits, cfg.seed, features, work)
 
     return cached_run(cfg, model, params, train, splits, force)
 
@@ -147,21 +197,22 @@ class Tuned:
     model: str
     best: RunResult
     grid: pd.DataFrame  # one row per setting: its grid entry, valid metrics, best epoch, wall time
+    runs: list[RunResult] = field(default_factory=list)  # the grid's runs, best validation NDCG@20 first
 
 
-def _grid_row(r: RunResult, entry: dict[str, Any]) -> dict[str, Any]:
-    return {"setting": ", ".join(f"{k}={v}" for k, v in entry.items()) or "(base)",
+def _grid_row(cfg: C.RunConfig, r: RunResult) -> dict[str, Any]:
+    return {"setting": setting(cfg.profile, r.model, r.params),
             **{f"valid {m}": r.metrics["valid_all"][m] for m in ("recall@10", "ndcg@20")},
             "best epoch": r.info.get("best_epoch"), "epochs run": r.info.get("epochs_run"), "wall_s": r.info.get("wall_s")}
 
 
-def tune(cfg: C.RunConfig, model: str) -> Tuned:
-    """Train every grid setting of ``model`` (cached) and select the best validation NDCG@20 (all items
-    ranked), never looking at test (``make tune``, :mod:`ungerlib.analyses.tuning`)."""
-    runs = [run(cfg, model, p) for p in grid(cfg.profile, model)]
-    rows = [_grid_row(r, g) for r, g in zip(runs, _GRID[cfg.profile][model])]
-    best = max(runs, key=lambda r: r.metrics["valid_all"][SELECT])
-    return Tuned(model, best, pd.DataFrame(rows))
+def tune(cfg: C.RunConfig, model: str, points: list[dict[str, Any]] | None = None) -> Tuned:
+    """Train every point of ``model``'s grid on ``cfg``'s data set (``points``, default :func:`grid`;
+    cached) and select the best validation NDCG@20 (all items ranked), never looking at test
+    (``make tune``, :mod:`ungerlib.analyses.tuning`)."""
+    runs = [run(cfg, model, p) for p in (points or grid(cfg.profile, model, cfg.data.dataset))]
+    ranked = sorted(runs, key=lambda r: -r.metrics["valid_all"][SELECT])
+    return Tuned(model, ranked[0], pd.DataFrame([_grid_row(cfg, r) for r in runs]), ranked)
 
 
 def selected(cfg: C.RunConfig, model: str) -> Tuned:
@@ -169,10 +220,8 @@ def selected(cfg: C.RunConfig, model: str) -> Tuned:
     grid table holds that one run (the whole grid is the committed tuning table)."""
     from ungerlib.analyses.tuning import selected as chosen
 
-    params = chosen(cfg.profile, cfg.data.dataset, model)
-    r = run(cfg, model, params)
-    entry = next((g for p, g in zip(grid(cfg.profile, model), _GRID[cfg.profile][model]) if p == params), {})
-    return Tuned(model, r, pd.DataFrame([_grid_row(r, entry)]))
+    r = run(cfg, model, chosen(cfg.profile, cfg.data.dataset, model))
+    return Tuned(model, r, pd.DataFrame([_grid_row(cfg, r)]), [r])
 
 
 # --------------------------------------------------------------------------- the other rows
@@ -478,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     cfg = C.profile(a.profile, a.dataset)
     for model in a.models:  # every grid point (make tune selects among them: ungerlib.analyses.tuning)
-        points = grid(a.profile, model)
+        points = grid(a.profile, model, cfg.data.dataset)
         for i, p in enumerate(points):
             if a.only is not None and i not in a.only:
                 continue

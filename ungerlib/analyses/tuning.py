@@ -5,14 +5,18 @@ Two grids are tuned on validation only:
 * the Stage II grid (:mod:`ungerlib.analyses.stage2_grid`): every row at the screening budget on the
   first data set (notebook 04's first table); the profiles' Stage II default follows the row the
   selection rule adopts (``stage2_grid.ADOPTED``);
-* every rerun baseline's grid on every data set (:func:`ungerlib.analyses.table3.grid`), the best
-  validation NDCG@20 selected (Table 3, notebook 11; SASRec also in notebook 04).
+* every rerun baseline's grid (:func:`ungerlib.analyses.table3.grid`), the best validation NDCG@20
+  selected (Table 3, notebook 11; SASRec also in notebook 04): the whole grid on the first data set
+  (Beauty), which is tuned first, and its :data:`ungerlib.analyses.table3.TRANSFER` (3) best points
+  there on the other data sets (:func:`transferred`).
 
 ``python -m ungerlib tune --profile cpu`` (``make tune``) trains every grid point (cached), writes the
 tables to ``figures/<profile>/tuning/`` with provenance and the selection to
-``figures/<profile>/tuning/selected.json``, a committed file. The notebooks then train only the
-selected settings (:func:`selected`) and show the committed tuning tables, so regenerating the
-figures does not retrain grids. A profile whose grid has one point (smoke) needs no file.
+``figures/<profile>/tuning/selected.json``, a committed file: per data set and model the selected
+``params``, its validation NDCG@20 and ``ranked``, every point tried, best first. The notebooks then
+train only the selected settings (:func:`selected`) and show the committed tuning tables, so
+regenerating the figures does not retrain grids. A profile whose grid has one point (smoke) needs no
+file.
 """
 from __future__ import annotations
 
@@ -49,13 +53,28 @@ def load(profile: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path else {}
 
 
+def transferred(profile: str, model: str, selection: dict[str, Any] | None = None) -> list[dict[str, Any]] | None:
+    """The :data:`ungerlib.analyses.table3.TRANSFER` best points of ``model``'s grid on the profile's first
+    data set (Beauty), best first, from ``selection`` (default: :func:`load`); None where that data set
+    was not tuned over exactly the current grid (never, or before the grid or its fixed settings changed)."""
+    from ungerlib.analyses import table3
+    from ungerlib.infra.report import profile_datasets
+
+    rec = (load(profile) if selection is None else selection).get("baselines", {}).get(
+        profile_datasets(profile)[0], {}).get(model, {})
+    ranked, points = rec.get("ranked"), table3.full_grid(profile, model)
+    if not ranked or len(ranked) != len(points) or any(p not in ranked for p in points):
+        return None
+    return ranked[:table3.TRANSFER]
+
+
 def selected(profile: str, dataset: str, model: str) -> dict[str, Any]:
     """The settings of ``model`` that ``make tune`` selected on ``dataset`` (its only grid point where the
     grid has one). A missing selection, or one that is no longer a point of the current grid (the grid
     or its fixed settings changed since), is a :class:`ungerlib.infra.cli.Failed` saying what to run."""
     from ungerlib.analyses import table3
 
-    points = table3.grid(profile, model)
+    points = table3.full_grid(profile, model)
     if len(points) == 1:
         return points[0]
     rec = load(profile).get("baselines", {}).get(dataset, {}).get(model)
@@ -70,7 +89,9 @@ def selected(profile: str, dataset: str, model: str) -> dict[str, Any]:
 
 def tune(profile: str, datasets: list[str] | None = None, models: list[str] | None = None,
          stage2: bool = True) -> dict[str, Any]:
-    """Train every grid point (cached), save the tuning tables and write the selection file."""
+    """Train every grid point (cached), save the tuning tables and write the selection file. The first data
+    set is tuned first; the others get its :data:`ungerlib.analyses.table3.TRANSFER` best points
+    (:func:`transferred`, from this run's selection where it tuned the first data set)."""
     from ungerlib.analyses import stage2_grid, table3
     from ungerlib.infra import report
     from ungerlib.infra.store import atomic_write_json
@@ -87,13 +108,17 @@ def tune(profile: str, datasets: list[str] | None = None, models: list[str] | No
                                                   "each row at the screening budget.", command=COMMAND.format(profile))
         out["stage2"] = {"dataset": names[0], "best_at_screening": screen["ndcg@20"].idxmax(),
                          "adopted": stage2_grid.ADOPTED}
+    first = report.profile_datasets(profile)[0]
     results = []
-    for n, cfg in cfgs.items():
-        tuned = {m: table3.tune(cfg, m) for m in (models or table3.RERUN)}
-        results.append(table3.Overall(n, {}, tuned, {}))
-        for m, t in tuned.items():
+    for n in sorted(cfgs, key=lambda n: n != first):  # the first data set before the others
+        tuned = {}
+        for m in models or table3.RERUN:
+            points = None if n == first else transferred(profile, m, out)
+            tuned[m] = table3.tune(cfgs[n], m, points or table3.full_grid(profile, m))
             out["baselines"].setdefault(n, {})[m] = {
-                "params": t.best.params, "valid ndcg@20": t.best.metrics["valid_all"]["ndcg@20"]}
+                "params": tuned[m].best.params, "valid ndcg@20": tuned[m].best.metrics["valid_all"]["ndcg@20"],
+                "ranked": [r.params for r in tuned[m].runs]}
+        results.append(table3.Overall(n, {}, tuned, {}))
     report.save_table(table3.tuning(results), "tuning/table3_tuning", list(cfgs.values()), profile=profile,
                       command=COMMAND.format(profile))
     report.save_table(table3.times(results), "tuning/table3_times", list(cfgs.values()), profile=profile,

@@ -1,5 +1,6 @@
-"""SASRec, BERT4Rec, GRU4Rec and TIGER from Cornac 3.0.1, trained on our splits and scored with our
-metrics (Table 3, paper 4.2). Cornac is an optional dependency (``pip install ungerlib[baselines]``).
+"""BERT4Rec, GRU4Rec and TIGER from Cornac 3.0.1, trained on our splits and scored with our metrics
+(Table 3, paper 4.2). Cornac is an optional dependency (``pip install ungerlib[baselines]``). SASRec
+is ours since issue 41 (:mod:`ungerlib.baselines.sequential`, trained by our one loop).
 
 How Cornac is used, and the traps this avoids:
 
@@ -15,8 +16,7 @@ How Cornac is used, and the traps this avoids:
   own scoring code (``score`` / ``predict`` / ``generate_beam``; tested equal on a few users).
 * **Losses.** Cornac's sequential models default to a *softmax cross-entropy over the batch's
   targets plus ``n_sample`` popularity-sampled negatives* (``loss="ce"``; ``sample_alpha`` the
-  popularity exponent), much stronger than the original SASRec's binary cross-entropy with one
-  negative per position. :data:`LOSS_NOTES` states what each rerun used.
+  popularity exponent). :data:`LOSS_NOTES` states what each rerun used.
 
 ``fit_and_rank(name, params, ds, splits, features, seed)`` trains one configuration and returns the
 four rankings ``{valid,test}_{all,excl}``, the per-epoch validation history and notes.
@@ -36,12 +36,10 @@ from ungerlib.baselines.protocol import (BaselineError, ScoreFn, StopTraining, T
                         right_aligned, validation_subset)
 from ungerlib.model.data import Dataset, Splits
 
-MODELS = ("SASRec", "BERT4Rec", "GRU4Rec")  # TIGER: ungerlib.baselines.tiger
+MODELS = ("BERT4Rec", "GRU4Rec")  # TIGER: ungerlib.baselines.tiger
 
 # What each rerun optimises (Cornac's own defaults unless a grid says otherwise).
 LOSS_NOTES = {
-    "SASRec": "softmax cross-entropy over the batch's targets + n_sample popularity-sampled negatives "
-              "(Cornac loss='ce'); the original SASRec uses binary cross-entropy with one negative",
     "BERT4Rec": "Cloze (masked-item) objective, softmax cross-entropy over masked targets + n_sample "
                 "popularity-sampled negatives (Cornac TransformerRec backbone='bert', objective='mlm')",
     "GRU4Rec": "session-parallel mini-batches, softmax cross-entropy over the batch + n_sample "
@@ -96,17 +94,6 @@ def _two_d(scores: np.ndarray, b: int) -> np.ndarray:
     return np.asarray(scores, dtype=np.float64).reshape(b, -1)
 
 
-def sasrec_scores(m: Any) -> ScoreFn:
-    """Batched ``SASRec.score``: the last position's output against every item embedding."""
-    def score(hist: np.ndarray) -> np.ndarray:
-        m.model.eval()
-        seq = right_aligned(hist[:, -m.max_len:], m.pad_idx)
-        if seq.shape[1] < m.max_len:
-            seq = np.pad(seq, ((0, 0), (m.max_len - seq.shape[1], 0)), constant_values=m.pad_idx)
-        return _two_d(m.model.predict(None, _torch_rows(seq, m.device)), len(hist))
-    return score
-
-
 def transformer_scores(m: Any) -> ScoreFn:
     """Batched ``TransformerRec.score`` (BERT4Rec): Cloze models append the mask token after the last
     ``max_len - 1`` items and read it; causal models read the last item."""
@@ -149,8 +136,6 @@ def _defaults(name: str) -> dict[str, Any]:
     """Fixed settings of each model on our protocol (a grid's entries override them)."""
     common = {"max_len": 20, "n_sample": 2048, "sample_alpha": 0.5}
     return {
-        "SASRec": {**common, "loss": "ce", "embedding_dim": 64, "num_blocks": 2, "num_heads": 1, "dropout": 0.2,
-                   "learning_rate": 1e-3, "batch_size": 256},
         "BERT4Rec": {**common, "loss": "ce", "embedding_dim": 64, "num_blocks": 2, "num_heads": 2, "dropout": 0.2,
                      "learning_rate": 1e-3, "batch_size": 256, "mask_prob": 0.2},
         "GRU4Rec": {"loss": "cross-entropy", "layers": [64], "learning_rate": 0.05, "batch_size": 256,
@@ -177,8 +162,6 @@ def _build(name: str, s: dict[str, Any], seed: int) -> tuple[Any, Callable[[Any]
 
     lib = {k: v for k, v in s.items() if k != "patience"}
     common = dict(seed=seed, verbose=False, model_selection="best", val_eval_every=1)
-    if name == "SASRec":
-        return cm.SASRec(**lib, **common), sasrec_scores, "cornac.models.sasrec.recom_sasrec"
     if name == "BERT4Rec":
         m = cm.TransformerRec(name="BERT4Rec", backbone="bert", objective="mlm", loss_at="all", **lib, **common)
         return m, transformer_scores, "cornac.models.transformer_rec.recom_transformer_rec"
@@ -215,7 +198,7 @@ def fit_tracked(model: Any, scorer: Callable[[Any], ScoreFn], hook_module: str |
 
 def fit_and_rank(name: str, params: dict[str, Any], ds: Dataset, splits: Splits, seed: int,
                  work_dir: Path | None = None) -> Trained:
-    """Train Cornac's ``name`` (SASRec, BERT4Rec or GRU4Rec) with ``params`` (see :func:`settings`) on
+    """Train Cornac's ``name`` (BERT4Rec or GRU4Rec) with ``params`` (see :func:`settings`) on
     our training split, keep the epoch with the best validation NDCG@20 (our metric, our validation
     split), and rank valid and test. Returns the four rankings, the per-epoch history and notes (loss,
     epochs run, best epoch). Cornac has no checkpoints: a killed run starts again."""

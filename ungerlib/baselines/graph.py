@@ -1,4 +1,4 @@
-"""AlphaRec and LightGCN: graph collaborative filtering on the user-item graph, beyond the paper's
+"""LightGCN, NGCF and AlphaRec: graph collaborative filtering on the user-item graph, beyond the paper's
 Table 3 (rerun on our splits, scored with our metrics).
 
 **LightGCN** (He et al., SIGIR 2020): ID embeddings ``E0`` for users and items, ``L`` rounds of
@@ -9,6 +9,18 @@ parameter-free propagation over the symmetrically normalised bipartite graph
 score ``e_u . e_i``, trained with BPR (one uniformly sampled negative per interaction) plus L2 on the
 batch's layer-0 embeddings (the original recipe).
 
+**NGCF** (Wang et al., SIGIR 2019): ID embeddings ``E0`` and, per layer, two weight matrices; the
+propagation rule in matrix form, with ``L = A_hat`` the normalised graph above,
+
+    E^{l+1} = LeakyReLU((L + I) E^l W1 + (L E^l) * E^l W2)       (* element-wise; slope 0.2)
+
+followed by message dropout (``dropout``) and, as in the released code, an L2 normalisation of each
+layer's output; the final vector is the concatenation ``[E0 | E1 | ... | E^layers]`` and the score
+``e_u . e_i``. Trained like LightGCN: BPR with one uniform negative plus L2 on the batch's layer-0
+embeddings (the released code puts it on the concatenated vectors, whose later parts have norm 1, so
+the gradient is the same). No biases (the paper's equation; the released code adds them), no node
+dropout (off in the released code's defaults).
+
 **AlphaRec** (Sheng et al., "Language representations can be what recommenders need", ICLR 2025):
 no ID embeddings at all. An item's layer-0 vector is a linear map of its text embedding
 (``W s_i + b``, our :func:`ungerlib.model.semantic.semantic_embeddings`); a user's is the same map of the
@@ -18,7 +30,7 @@ the positive masked out). Because users are built from their items, AlphaRec is 
 the test split rebuilds the graph and the user vectors from everything before the test item
 (training items plus the validation item) with the trained map, no retraining.
 
-For the test split both models propagate over the graph with the validation interactions added
+For the test split the models propagate over the graph with the validation interactions added
 (train + valid edges); LightGCN's layer-0 user embeddings are still those learnt without them.
 
 Interactions are the users' training sequences (every item but the last two); the history-excluded
@@ -39,14 +51,17 @@ import torch.nn.functional as F
 from ungerlib.baselines.protocol import BaselineError, Trained, rank_examples
 from ungerlib.model.data import PAD, Examples, Splits
 
-MODELS = ("LightGCN", "AlphaRec")
+MODELS = ("LightGCN", "NGCF", "AlphaRec")
 LOSS_NOTES = {
     "LightGCN": "BPR, one uniform negative per interaction, L2 on the batch's layer-0 embeddings (original recipe)",
+    "NGCF": "BPR, one uniform negative per interaction, L2 on the batch's layer-0 embeddings (as the released code)",
     "AlphaRec": "InfoNCE on cosine / tau against n_negatives uniform items shared by the batch (AlphaRec paper)",
 }
 DEFAULTS = {
     "LightGCN": {"dim": 64, "layers": 3, "lr": 1e-3, "reg": 1e-4, "batch_size": 2048, "epochs": 100,
                  "patience": 5, "eval_every": 2},
+    "NGCF": {"dim": 64, "layers": 3, "dropout": 0.1, "lr": 1e-3, "reg": 1e-5, "batch_size": 2048, "epochs": 100,
+             "patience": 5, "eval_every": 2},
     "AlphaRec": {"dim": 64, "layers": 2, "lr": 5e-4, "tau": 0.15, "n_negatives": 256, "batch_size": 2048,
                  "epochs": 100, "patience": 5, "eval_every": 2},
 }
@@ -109,6 +124,31 @@ class LightGCN(nn.Module):
         return E[:self.n_users], E[self.n_users:]
 
 
+class NGCF(nn.Module):
+    """ID embeddings [U + I, dim] and per layer ``W1``, ``W2`` [dim, dim] (``nn.Linear`` without bias: ``x W^T``);
+    ``embed(A)`` -> (users [U, d (layers + 1)], items [I, d (layers + 1)])."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int, layers: int, dropout: float):
+        super().__init__()
+        self.n_users, self.n_items = n_users, n_items
+        self.E0 = nn.Embedding(n_users + n_items, dim)
+        self.W1 = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
+        self.W2 = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+        for w in (self.E0.weight, *(m.weight for m in (*self.W1, *self.W2))):
+            nn.init.xavier_uniform_(w)  # the released code's initialisation
+
+    def embed(self, A: torch.Tensor, R: sp.csr_matrix | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        E = self.E0.weight
+        out = [E]
+        for w1, w2 in zip(self.W1, self.W2):
+            LE = torch.sparse.mm(A, E)
+            E = self.drop(F.leaky_relu(w1(LE + E) + w2(LE * E), 0.2))  # (L + I) E W1 + (L E) * E W2
+            out.append(F.normalize(E, dim=1))
+        E = torch.cat(out, 1)
+        return E[:self.n_users], E[self.n_users:]
+
+
 class AlphaRec(nn.Module):
     """Layer-0 vectors linearly mapped from text embeddings (items: their own; users: the mean of their
     items'), no ID embeddings; ``embed(A, R)`` -> (users [U, d], items [I, d]) for the graph ``A`` built
@@ -142,6 +182,8 @@ class AlphaRec(nn.Module):
 def build(name: str, s: dict[str, Any], n_users: int, n_items: int, semantic: np.ndarray | None) -> nn.Module:
     if name == "LightGCN":
         return LightGCN(n_users, n_items, int(s["dim"]), int(s["layers"]))
+    if name == "NGCF":
+        return NGCF(n_users, n_items, int(s["dim"]), int(s["layers"]), float(s["dropout"]))
     if name == "AlphaRec":
         if semantic is None or len(semantic) != n_items:
             raise BaselineError(f"AlphaRec needs item text embeddings [n_items={n_items}, d]; got "
@@ -155,7 +197,7 @@ def batch_loss(name: str, model: nn.Module, s: dict[str, Any], users_e: torch.Te
     """The training loss of one batch of (user, positive item) interactions."""
     n_items = items_e.shape[0]
     ut, it = torch.from_numpy(u), torch.from_numpy(i)
-    if name == "LightGCN":
+    if name in ("LightGCN", "NGCF"):
         j = torch.from_numpy(rng.integers(n_items, size=len(i)))
         eu, ei, ej = users_e[ut], items_e[it], items_e[j]
         bpr = F.softplus((eu * ej).sum(1) - (eu * ei).sum(1)).mean()
@@ -200,17 +242,22 @@ class _Scorer:
 
 
 def settings(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``name``'s :data:`DEFAULTS` overridden by ``params``; an unknown model or setting, or NGCF's
+    dropout outside [0, 1), is a :class:`BaselineError` naming it."""
     if name not in MODELS:
         raise BaselineError(f"unknown graph model {name!r}; known: {MODELS}")
     unknown = sorted(set(params) - set(DEFAULTS[name]))
     if unknown:
         raise BaselineError(f"unknown setting(s) {unknown} for {name}; known: {sorted(DEFAULTS[name])}")
-    return {**DEFAULTS[name], **params}
+    s = {**DEFAULTS[name], **params}
+    if name == "NGCF" and not 0 <= s["dropout"] < 1:
+        raise BaselineError(f"NGCF setting dropout must be in [0, 1), got {s['dropout']!r}")
+    return s
 
 
 def fit_and_rank(name: str, params: dict[str, Any], splits: Splits, seed: int,
                  semantic: np.ndarray | None = None, work_dir: Path | None = None) -> Trained:
-    """Train ``name`` (LightGCN or AlphaRec) on the training interactions with
+    """Train ``name`` (LightGCN, NGCF or AlphaRec) on the training interactions with
     :func:`ungerlib.model.train.fit` (Adam at a constant learning rate, validation NDCG@20 on our
     validation split every ``eval_every`` epochs, best state kept, early stopping after ``patience``
     validations without improvement, a checkpoint per epoch in ``work_dir`` that a killed run resumes

@@ -85,12 +85,14 @@ class Kind:
 
 # Baseline kinds: (model, version, the kind it reads besides the data). Their builder is
 # ungerlib.analyses.table3.run(cfg, model, params).
+# SASRec 2: ours (baselines.sequential) in place of Cornac's (version 1).
 BASELINES: tuple[tuple[str, int, str], ...] = (
-    ("SASRec", 1, "data"), ("BERT4Rec", 1, "data"), ("GRU4Rec", 1, "data"), ("TIGER", 1, "semantic"),
-    ("LightGCN", 1, "data"), ("AlphaRec", 1, "semantic"),
+    ("SASRec", 2, "data"), ("HSTU", 1, "data"), ("BERT4Rec", 1, "data"), ("GRU4Rec", 1, "data"),
+    ("TIGER", 1, "semantic"), ("LightGCN", 1, "data"), ("NGCF", 1, "data"), ("AlphaRec", 1, "semantic"),
 )
-_BASELINE_CODE = {"SASRec": "baselines.cornac", "BERT4Rec": "baselines.cornac", "GRU4Rec": "baselines.cornac",
-                  "TIGER": "baselines.tiger", "LightGCN": "baselines.graph", "AlphaRec": "baselines.graph"}
+_BASELINE_CODE = {"SASRec": "baselines.sequential", "HSTU": "baselines.sequential", "BERT4Rec": "baselines.cornac",
+                  "GRU4Rec": "baselines.cornac", "TIGER": "baselines.tiger", "LightGCN": "baselines.graph",
+                  "NGCF": "baselines.graph", "AlphaRec": "baselines.graph"}
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("data", 1, None, ("data",), code="model.data", stored=False,

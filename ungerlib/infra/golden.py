@@ -239,11 +239,15 @@ def _baseline(model: str) -> Callable[[], dict[str, Any]]:
 
                 feats = hashing_encode(item_texts(ds, cfg.semantic.template)[0])
                 rankings, hist, _ = fit_and_rank(params, ds, sp, 0, feats, Path(work))
-            elif model in ("LightGCN", "AlphaRec"):
+            elif model in ("LightGCN", "NGCF", "AlphaRec"):
                 from ungerlib.baselines.graph import fit_and_rank
 
                 feats = hashing_encode(item_texts(ds, cfg.semantic.template)[0]) if model == "AlphaRec" else None
                 rankings, hist, _ = fit_and_rank(model, params, sp, 0, feats, Path(work))
+            elif model in ("SASRec", "HSTU"):
+                from ungerlib.baselines.sequential import fit_and_rank
+
+                rankings, hist, _ = fit_and_rank(model, params, sp, 0, Path(work))
             else:
                 from ungerlib.baselines.cornac import fit_and_rank
 
@@ -253,9 +257,10 @@ def _baseline(model: str) -> Callable[[], dict[str, Any]]:
 
 
 # two epochs without early stopping, on the fixed inputs
-_BASELINE_BUDGET = {"SASRec": {"n_epochs": 2, "patience": 9}, "BERT4Rec": {"n_epochs": 2, "patience": 9},
-                    "GRU4Rec": {"n_epochs": 2, "patience": 9}, "TIGER": {"n_epochs": 1, "patience": 9, "rqvae_n_epochs": 5},
-                    "LightGCN": {"epochs": 2, "patience": 9}, "AlphaRec": {"epochs": 2, "patience": 9}}
+_BASELINE_BUDGET = {"SASRec": {"epochs": 2, "patience": 9}, "HSTU": {"epochs": 2, "patience": 9},
+                    "BERT4Rec": {"n_epochs": 2, "patience": 9}, "GRU4Rec": {"n_epochs": 2, "patience": 9},
+                    "TIGER": {"n_epochs": 1, "patience": 9, "rqvae_n_epochs": 5}, "LightGCN": {"epochs": 2, "patience": 9},
+                    "NGCF": {"epochs": 2, "patience": 9}, "AlphaRec": {"epochs": 2, "patience": 9}}
 
 FINGERPRINTS: dict[str, Callable[[], dict[str, Any]]] = {
     "data": _data, "semantic": _semantic, "stage1": _stage1, "codes": _codes, "stage2": _stage2,

@@ -88,12 +88,12 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                      for lam in neighbours.GRID if any(lam)]
         else:
             jobs.append(job("codes", cfg, f"{n} default"))
-    if TUNE in nbs:  # every grid point: the Stage II grid on the first data set, each baseline's everywhere
+    if TUNE in nbs:  # every grid point: the Stage II grid on the first data set, each baseline's on each data set
         first = names[0]
         jobs += [job("stage2", levers.lever_config(cfgs[first], r), f"{first} lever {r[:1]}")
                  for r in levers.screened_rows(profile)]
         jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} {p}", params=p)
-                 for n, cfg in cfgs.items() for m in overall.RERUN for p in overall.grid(profile, m)]
+                 for n, cfg in cfgs.items() for m in overall.RERUN for p in _tuning_points(profile, m, n)]
     if "04" in nbs:
         jobs += [job("eval", levers.lever_config(c, r, levers.FULL), f"{n} full-budget {r[:1]}")
                  for n, c in cfgs.items() for r in levers.CONFIRM]
@@ -125,6 +125,18 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     evaluated = {artefacts.key_hash("stage2", j.cfg) for j in jobs if j.kind == "eval"}
     jobs = [j for j in jobs if not (j.kind == "stage2" and j.key_hash in evaluated)]
     return sorted(dict.fromkeys(jobs), key=lambda j: j.phase)
+
+
+def _tuning_points(profile: str, model: str, dataset: str) -> list[dict[str, Any]]:
+    """The grid points ``make tune`` trains for ``model`` on ``dataset`` (:func:`ungerlib.analyses.table3.grid`),
+    except on a data set that takes Beauty's 3 best points while Beauty is not tuned yet: none here, as
+    ``make tune`` trains them itself once Beauty is (prefilling the whole grid there would be wasted)."""
+    from ungerlib.analyses import table3
+    from ungerlib.infra.report import profile_datasets
+
+    points = table3.grid(profile, model, dataset)
+    waits = dataset != profile_datasets(profile)[0] and len(points) > table3.TRANSFER
+    return [] if waits else points
 
 
 def _chain(kind: str) -> list[str]:
