@@ -81,3 +81,45 @@ def test_a_failed_run_is_named_and_its_error_raised(smoke):
     with pytest.raises(BaselineError, match="unknown setting"):
         prefill.prefill([bad], n_jobs=1, log=lines.append)
     assert any("failed: synthetic bad SASRec" in line for line in lines)
+
+
+def test_the_submitit_path_builds_the_runs_in_jobs_of_their_own(tmp_path):
+    """submitit's local executor runs the path a SLURM cluster runs: each phase submitted as a job array,
+    one job (a process of its own, with its log) per run; the notebook's call then only loads."""
+    cfg = config.profile("smoke", stage1={"epochs": 2})
+    jobs = [prefill.job("semantic", cfg, "synthetic text embeddings"), prefill.job("codes", cfg, "synthetic codes")]
+    lines: list[str] = []
+    built = prefill.prefill(jobs, log=lines.append, executor=prefill.Submitit(tmp_path, cluster="local"))
+    assert set(built) == {j.label for j in jobs} and all(j.cached() for j in jobs)
+    assert "with submitit (local)" in lines[0]
+    assert len(list(tmp_path.glob("*_log.out"))) == 2  # two jobs ran, each with its own log
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the store holds the run")
+
+    from ungerlib.model import codes, stage1
+
+    stage1.train_stage1, saved = no_training, stage1.train_stage1
+    try:
+        assert codes.item_codes(cfg).K == cfg.codes.K
+    finally:
+        stage1.train_stage1 = saved
+
+
+def test_a_failed_submitit_job_is_one_line_naming_its_log(smoke, tmp_path):
+    from ungerlib.infra import cli
+
+    bad = prefill.Job("baseline.SASRec", "no-such-run", smoke, "synthetic bad SASRec", {"params": {"no_such_setting": 1}})
+    lines: list[str] = []
+    with pytest.raises(cli.Failed, match=r"job \S+ failed: .*unknown setting.* \(log: .*_log.err\)"):
+        prefill.prefill([bad], log=lines.append, executor=prefill.Submitit(tmp_path, cluster="local"))
+    assert any("failed: synthetic bad SASRec" in line for line in lines)
+
+
+def test_executor_options_are_checked_before_any_work(capsys, monkeypatch):
+    assert prefill.main(["--profile", "smoke", "--partition", "gpu", "--gpus-per-job", "1"]) == 1
+    assert ("--partition --gpus-per-job only apply to --executor slurm or submitit-local"
+            in capsys.readouterr().err)
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)  # not installed
+    with pytest.raises(config.ConfigError, match=r"--executor slurm needs submitit: pip install 'ungerlib\[cluster\]'"):
+        prefill.Submitit("unused", cluster="slurm")
