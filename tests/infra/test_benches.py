@@ -68,3 +68,11 @@ def test_the_gpu_check_names_what_its_time_budget_skipped(tmp_path):
                           "--budget-s", "0", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert res.returncode == 1
     assert json.loads(out.read_text())["skipped"] == ["smoke", "beam", "beauty", "smoke_bf16"]
+
+
+def test_bench_flops_counts_both_stages_and_the_encoding():
+    """docs/SCALE.md's FLOP counts come from this bench (there on Beauty; here on the synthetic set)."""
+    out = run_bench("bench_flops.py", "--dataset", "synthetic", "--batches", "1")
+    gflop = {s: float(re.search(rf"{s}: ([0-9.]+) GFLOP per step", out).group(1)) for s in ("stage1", "stage2")}
+    assert gflop["stage1"] > 1 and gflop["stage2"] > 1  # the paper profile's models, batch 256
+    assert re.search(r"encoding: \d+ tokens, [0-9.]+ PFLOP", out)

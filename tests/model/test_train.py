@@ -125,27 +125,6 @@ def test_two_gloo_processes_train_like_one_process(tmp_path, monkeypatch):
     assert len(rank0["stage1_folders"]) == 1
 
 
-def test_a_batch_is_split_into_shares_that_add_up_to_it(monkeypatch):
-    from ungerlib.infra import distributed
-
-    idx = np.arange(10, 17)  # 7 examples on 3 ranks
-    parts = []
-    for rank in range(3):
-        monkeypatch.setattr(distributed, "_GROUP", distributed.Group(rank, 3))
-        parts.append(distributed.part(idx))
-    assert np.concatenate([p.rows for p in parts]).tolist() == idx.tolist()
-    assert sum(p.share(len(p.rows), len(idx)) for p in parts) == pytest.approx(1.0)
-    assert sum(p.replicated for p in parts) == pytest.approx(1.0)
-    small = []  # fewer examples than ranks: every rank computes the whole batch, rank 0 counts it
-    for rank in range(3):
-        monkeypatch.setattr(distributed, "_GROUP", distributed.Group(rank, 3))
-        small.append(distributed.part(idx[:2]))
-    assert all(p.rows.tolist() == [10, 11] for p in small)
-    assert [p.share(2, 2) for p in small] == [p.replicated for p in small] == [1.0, 0.0, 0.0]
-    with distributed.alone():  # rank 0 building an artefact alone: a world of one
-        assert distributed.part(idx).rows.tolist() == idx.tolist() and distributed.current().world == 1
-
-
 @pytest.mark.parametrize("precision, dtype", [("fp32", torch.float32), ("auto", torch.float32), ("bf16", torch.bfloat16)])
 def test_the_loss_and_validation_run_under_the_precision_asked_for(precision, dtype):
     """``auto`` is float32 on a CPU (bf16 on a CUDA GPU with bf16: runtime.precision); ``bf16`` autocasts."""

@@ -228,7 +228,10 @@ class Submitit:
             raise C.ConfigError(f"--executor {'slurm' if cluster == 'slurm' else 'submitit-local'} needs submitit: "
                                 "pip install 'ungerlib[cluster]' (or submitit itself)") from None
         self.cluster, self.cpus, self.name = cluster, cpus, f"submitit ({cluster})"
-        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        try:
+            self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        except RuntimeError as e:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+            raise C.ConfigError(f"--executor slurm: {e} (here: --executor local, or submitit-local)") from None
         params: dict[str, Any] = {"timeout_min": time_min, "cpus_per_task": cpus, "gpus_per_node": gpus,
                                   "name": "ungerlib-prefill"}
         if partition:
@@ -307,7 +310,8 @@ def check_options(a: argparse.Namespace) -> None:
         raise C.ConfigError(f"--jobs must be at least 1, got {a.jobs}")
     given = [f"--{o.replace('_', '-')}" for o in SLURM_OPTIONS if getattr(a, o) is not None]
     if a.executor == "local" and given:
-        raise C.ConfigError(f"{' '.join(given)} only apply to --executor slurm or submitit-local")
+        raise C.ConfigError(f"{', '.join(given)}: only for --executor slurm or submitit-local (the local "
+                            "executor runs worker processes on this machine)")
 
 
 def executor_of(a: argparse.Namespace) -> Executor:
@@ -348,8 +352,9 @@ def artefacts_root() -> str:
     return str(artefact_root())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ungerlib prefill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=C.PROFILES)
     ap.add_argument("--only", nargs="*", help=f"notebook prefixes (default: all that train, {' '.join(NOTEBOOKS)})")
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
@@ -366,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
                                                   "resumes from its last epoch on the next call)")
     ap.add_argument("--submitit-dir", type=Path, help="submitit's logs and pickles (default: beside the artefact store)")
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
-    return cli.run(_main, ap.parse_args(argv))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, parser().parse_args(argv))
 
 
 if __name__ == "__main__":
