@@ -192,6 +192,14 @@ def key_hash(kind: str, cfg: C.RunConfig, **extra: Any) -> str:
     return config_hash(key(kind, cfg, **extra))
 
 
+def omitted(section: str) -> dict[str, Any]:
+    """The settings of config ``section`` that declare a ``key_omits`` value, with that value."""
+    obj = getattr(C.RunConfig(), section, None)
+    if obj is None or not dataclasses.is_dataclass(obj):
+        return {}
+    return {f.name: C.to_dict(f.metadata["key_omits"]) for f in dataclasses.fields(obj) if "key_omits" in f.metadata}
+
+
 def config_from_key(recorded: dict[str, Any], profile: str = "cpu") -> C.RunConfig:
     """The :class:`RunConfig` a recorded key was made from, as far as the key determines it: its
     sections and seed over profile ``profile``'s settings (``cpu`` for an unknown name); a setting the

@@ -252,6 +252,8 @@ def _profile_changes(rec: dict[str, Any], arts: list[dict[str, Any]]) -> list[st
                 for k in artefacts.get(a["kind"]).chain() for s in k.sections}
     keep = [s for s in config.STAGES if s in sections] + ["seed"]
     now = config.profile(name).to_dict()
+    # a setting added since, at the value that reproduces the computation before it (key_omits), is no change
+    then = {k: {**artefacts.omitted(k), **v} if isinstance(v, dict) else v for k, v in then.items()}
     diff = artefacts.changes({k: then.get(k) for k in keep}, {k: now.get(k) for k in keep})
     return [f"profile {name} changed ({diff})"] if diff else []
 
