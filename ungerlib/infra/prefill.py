@@ -109,6 +109,10 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                  for n, c in cfgs.items() for r in levers.CONFIRM]
         jobs += [job(artefacts.baseline_kind("SASRec"), c, f"{n} SASRec (tuned)", params=tuning.selected(profile, n, "SASRec"))
                  for n, c in cfgs.items()]
+    if {"06", "07"} & set(nbs):  # the semantic-dominance and t-SNE notebooks read DIN alone too
+        for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
+            jobs.append(job("stage1", C.variant(C.profile(profile, dataset=n), "collaborative_only"),
+                            f"{n} DIN alone (Stage I without CKA)"))
     if "05" in nbs:
         for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
             base = ablations.base_config(profile, n)
