@@ -109,8 +109,8 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                  for n, c in cfgs.items() for r in levers.CONFIRM]
         jobs += [job(artefacts.baseline_kind("SASRec"), c, f"{n} SASRec (tuned)", params=tuning.selected(profile, n, "SASRec"))
                  for n, c in cfgs.items()]
-    if {"06", "07"} & set(nbs):  # the semantic-dominance and t-SNE notebooks read DIN alone too
-        for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
+    if {"02", "06", "07"} & set(nbs):  # notebook 02 (every data set), 06 and 07 (Beauty) read DIN alone too
+        for n in (names if "02" in nbs else datasets or (["synthetic"] if profile == "smoke" else ["Beauty"])):
             jobs.append(job("stage1", C.variant(C.profile(profile, dataset=n), "collaborative_only"),
                             f"{n} DIN alone (Stage I without CKA)"))
     if "05" in nbs:
