@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Protocol
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -113,6 +113,12 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
         for n in (names if "02" in nbs else datasets or (["synthetic"] if profile == "smoke" else ["Beauty"])):
             jobs.append(job("stage1", C.variant(C.profile(profile, dataset=n), "collaborative_only"),
                             f"{n} DIN alone (Stage I without CKA)"))
+    if "12" in nbs:  # the case study: the first data set's default model and three codes
+        from ungerlib.analyses import case_study
+
+        first = cfgs[names[0]]
+        jobs.append(job("stage2", first, f"{names[0]} default Stage II"))
+        jobs += [job("codes", case_study.code_config(first, c), f"{names[0]} {c} code") for c in case_study.CODES]
     if "05" in nbs:
         for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
             base = ablations.base_config(profile, n)

@@ -51,9 +51,10 @@ PAPER_ARTEFACTS = {
     "Table 4, Fig 3 (semantic dominance, Eq. 9-10)": "06_semantic_dominance",
     "Fig 5 (t-SNE)": "07_tsne",
     "Fig 6 (scaling)": "08_scaling",
-    "Fig 7 (semantic encoders)": "09_hyperparameters",
-    "Fig 2 (inference speed)": "10_inference_speed",
-    "Table 3 (all rows, significance)": "11_overall",
+    "Fig 7 (semantic encoders), robustness to alpha and beta": "09_encoders",
+    "Fig 2 (inference speed), Table 1 (costs)": "10_efficiency",
+    "Table 3 (all rows, significance), the thesis on one engine": "11_overall",
+    "Case study: what a unicode means": "12_case_study",
 }
 
 
