@@ -111,3 +111,12 @@ def test_cluster_agreement_recovers_planted_structure(planted):
     assert table.loc["S", "C"] == pytest.approx(table.loc["C", "S"])  # off-diagonal AMI is symmetric
     assert table.loc["S", "S"] > 0.8  # the diagonal: k-means of S agrees with itself across seeds
     assert set(labels) == {"S", "C", "E"} and all(len(v) == len(topic) for v in labels.values())
+
+
+def test_weight_for_share_interpolates_in_log_weight_and_says_when_out_of_range():
+    w, s = np.array([0.5, 1.0, 2.0, 4.0]), np.array([0.1, 0.6, 0.9, 0.98])
+    assert dominance.weight_for_share(w, s, 0.9) == pytest.approx(2.0)
+    assert dominance.weight_for_share(w, s, 0.94) == pytest.approx(2.0 * 2 ** 0.5)
+    assert np.isnan(dominance.weight_for_share(w, s, 0.99))
+    with pytest.raises(ValueError, match="must rise"):
+        dominance.weight_for_share(w, s[::-1], 0.5)

@@ -334,3 +334,14 @@ SMOKE_KEYS = {"semantic": "dcdca2ee27a7", "stage1": "daa34b228d9a", "codes": "24
 def test_the_smoke_keys_have_not_moved():
     cfg = config.profile("smoke")
     assert {k: artefacts.key_hash(k, cfg) for k in SMOKE_KEYS} == SMOKE_KEYS
+
+
+def test_precision_auto_stays_out_of_keys_and_a_chosen_one_enters():
+    cfg = config.profile("smoke")
+    assert "precision" not in artefacts.key("stage2", cfg)["stage2"]
+    bf16 = cfg.replace(stage2={"precision": "bf16"})
+    assert artefacts.key("stage2", bf16)["stage2"]["precision"] == "bf16"
+    assert artefacts.key_hash("stage1", bf16) == artefacts.key_hash("stage1", cfg)  # only Stage II and after
+    assert artefacts.key_hash("eval", bf16) != artefacts.key_hash("eval", cfg)
+    with pytest.raises(ConfigError, match="stage1.precision must be one of 'auto', 'fp32', 'bf16', got 'fp16'"):
+        cfg.replace(stage1={"precision": "fp16"})

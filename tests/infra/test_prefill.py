@@ -117,3 +117,56 @@ def test_a_failed_run_is_named_and_its_error_raised(smoke):
     with pytest.raises(BaselineError, match="unknown setting"):
         prefill.prefill([bad], n_jobs=1, log=lines.append)
     assert any("failed: synthetic bad SASRec" in line for line in lines)
+
+
+def test_the_submitit_path_builds_the_runs_in_jobs_of_their_own(tmp_path, monkeypatch):
+    """submitit's local executor runs the path a SLURM cluster runs: each phase submitted as a job array,
+    one job (a process of its own, with its log) per run; the notebook's call then only loads."""
+    monkeypatch.setenv("UNGER_ARTEFACTS", str(tmp_path / "store"))  # the jobs inherit it, as on a cluster
+    cfg = config.profile("smoke", stage1={"epochs": 2})
+    jobs = [prefill.job("semantic", cfg, "synthetic text embeddings"), prefill.job("codes", cfg, "synthetic codes")]
+    lines: list[str] = []
+    built = prefill.prefill(jobs, log=lines.append, executor=prefill.Submitit(tmp_path / "jobs", cluster="local"))
+    assert set(built) == {j.label for j in jobs} and all(j.cached() for j in jobs)
+    assert "with submitit (local)" in lines[0]
+    assert len(list((tmp_path / "jobs").glob("*_log.out"))) == 2  # two jobs ran, each with its own log
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the store holds the run")
+
+    from ungerlib.model import codes, stage1
+
+    monkeypatch.setattr(stage1, "train_stage1", no_training)
+    assert codes.item_codes(cfg).K == cfg.codes.K  # what notebook 03 calls
+
+
+def test_a_failed_submitit_job_is_one_line_naming_its_log(smoke, tmp_path):
+    from ungerlib.infra import cli
+
+    bad = prefill.Job("baseline.SASRec", "no-such-run", smoke, "synthetic bad SASRec", {"params": {"no_such_setting": 1}})
+    lines: list[str] = []
+    with pytest.raises(cli.Failed, match=r"job \S+ failed: .*unknown setting.* \(log: .*_log.err\)"):
+        prefill.prefill([bad], log=lines.append, executor=prefill.Submitit(tmp_path, cluster="local"))
+    assert any("failed: synthetic bad SASRec" in line for line in lines)
+
+
+def test_executor_options_are_checked_before_any_work(capsys, monkeypatch):
+    assert prefill.main(["--profile", "smoke", "--partition", "gpu", "--gpus-per-job", "1"]) == 1
+    assert "--partition, --gpus-per-job: only for --executor slurm or submitit-local" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "submitit", None)  # not installed
+    with pytest.raises(config.ConfigError, match=r"--executor slurm needs submitit: pip install 'ungerlib\[cluster\]'"):
+        prefill.Submitit("unused", cluster="slurm")
+
+
+def test_the_slurm_executor_gets_the_options_or_says_there_is_no_cluster(tmp_path, monkeypatch):
+    import submitit
+
+    a = prefill.parser().parse_args(["--executor", "slurm", "--partition", "gpu", "--gpus-per-job", "1",
+                                     "--cpus-per-job", "4", "--jobs", "8", "--submitit-dir", str(tmp_path)])
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 0))  # no srun here
+    with pytest.raises(config.ConfigError, match=r'--executor slurm: Could not detect "srun".* --executor local'):
+        prefill.executor_of(a)
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # on a cluster
+    params = prefill.executor_of(a).ex._executor.parameters
+    assert {k: params[k] for k in ("partition", "gpus_per_node", "cpus_per_task", "array_parallelism", "time")} == \
+        {"partition": "gpu", "gpus_per_node": 1, "cpus_per_task": 4, "array_parallelism": 8, "time": 720}

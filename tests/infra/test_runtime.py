@@ -64,3 +64,29 @@ def test_import_ungerlib_flushes_subnormal_floats_to_zero():
     if not supported:
         pytest.skip("this CPU has no flush-to-zero mode")
     assert out == ["0.0", "0.0"]
+
+
+def test_precision_is_bf16_only_on_a_gpu_with_bf16_unless_asked(monkeypatch):
+    import torch
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert [runtime.precision(p, cpu) for p in ("auto", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert [runtime.precision(p, gpu) for p in ("auto", "fp32", "bf16")] == ["bf16", "fp32", "bf16"]
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla V100")
+    assert runtime.precision("auto", gpu) == "fp32"
+    with pytest.raises(config.ConfigError, match=r"precision 'bf16' needs a GPU with bf16 .*Tesla V100 has none"):
+        runtime.precision("bf16", gpu)
+    with runtime.autocast("auto", cpu):  # every CPU run stays in float32
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    with runtime.autocast("bf16", cpu):
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_only_rank_0_prints_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    runtime.log("from rank 1")
+    monkeypatch.setenv("RANK", "0")
+    runtime.log("from rank 0")
+    assert capsys.readouterr().err == "from rank 0\n"

@@ -204,6 +204,20 @@ def weighted_concat(semantic: np.ndarray, collaborative: np.ndarray, weight: flo
     return np.concatenate([_unit(semantic) * weight, _unit(collaborative)], axis=1)
 
 
+def weight_for_share(weights: np.ndarray, shares: np.ndarray, target: float) -> float:
+    """The planted semantic block weight at which the semantic share reaches ``target``, by linear
+    interpolation in log(weight) between the two swept weights around it (``shares`` must rise with
+    ``weights``); NaN where ``target`` lies outside the swept shares."""
+    w, s = np.asarray(weights, float), np.asarray(shares, float)
+    order = np.argsort(w)
+    w, s = w[order], s[order]
+    if np.any(np.diff(s) <= 0):
+        raise ValueError("the semantic share must rise with the planted weight")
+    if not s[0] <= target <= s[-1]:
+        return float("nan")
+    return float(np.exp(np.interp(target, s, np.log(w))))
+
+
 # The four embeddings of Table 4 and Figure 5 (paper 4.3) for one data set.
 ROLES = ("semantic", "collaborative", "concat", "ours")
 

@@ -94,7 +94,7 @@ def evaluate_discrec(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     def build(out: Path, work: Path) -> dict[str, Any]:
         model, _ = run_discrec(cfg)
         splits, table, _ = _inputs(cfg)
-        return {"metrics": save_rankings(model, splits, table, cfg.eval, out)}
+        return {"metrics": save_rankings(model, splits, table, cfg.eval, out, cfg.stage2.precision)}
 
     art = artefacts.cached("eval_discrec", cfg, build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

@@ -55,6 +55,8 @@ class Kind:
     ``build``: ``"module:function"`` that loads or builds it, called as ``f(cfg, **args, **extra)``.
     ``code``: the module whose code computes it (hashed into provenance, named by the golden check).
     ``stored``: False for the data, which is read, not built.
+    ``ddp``: trained with DistributedDataParallel under torchrun, so every rank runs its build (rank 0
+    writes it); any other kind is built by rank 0 while the others wait (:func:`ungerlib.infra.store.cached`).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Kind:
     args: dict[str, Any] = field(default_factory=dict)
     stored: bool = True
     doc: str = ""
+    ddp: bool = False
 
     def chain(self) -> list["Kind"]:
         """This kind and every kind upstream of it, the data first."""
@@ -100,17 +103,17 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("semantic", 1, "data", ("semantic",), build="model.semantic:semantic_artefact", code="model.semantic",
          doc="frozen text-encoder embeddings E_S [n_items, d_s]"),
     Kind("stage1", 1, "semantic", ("stage1",), seeded=True, build="model.stage1:stage1_embeddings", code="model.stage1",
-         doc="Stage I: DIN's E_C and MAL(E_S), aligned by CKA (Eq. 2-5)"),
+         doc="Stage I: DIN's E_C and MAL(E_S), aligned by CKA (Eq. 2-5)", ddp=True),
     Kind("codes", 1, "stage1", ("codes",), build="model.codes:item_codes", code="model.codes",
          doc="one unicode per item: the quantised integrated embeddings"),
     Kind("stage2", 1, "codes", ("stage2",), build="model.stage2:run_stage2", code="model.stage2",
-         doc="Stage II: the generative model trained on unicodes with IKD (Eq. 6-8)"),
+         doc="Stage II: the generative model trained on unicodes with IKD (Eq. 6-8)", ddp=True),
     Kind("eval", 1, "stage2", ("eval",), build="model.stage2:evaluate_stage2", code="model.stage2",
          doc="beam-search rankings of valid and test users and their metrics"),
     Kind("eval_neighbours", 1, "eval", extra=("neighbour_lambda",), build="model.neighbours:evaluate_neighbours",
          code="model.neighbours", doc="Stage II decoded with the Stage I neighbours term (beyond the paper)"),
     Kind("stage2_discrec", 1, "codes", ("stage2",), build="baselines.discrec:run_discrec", code="baselines.discrec",
-         doc="the DiscRec-style Stage II variant (beyond the paper)"),
+         doc="the DiscRec-style Stage II variant (beyond the paper)", ddp=True),
     Kind("eval_discrec", 1, "stage2_discrec", ("eval",), build="baselines.discrec:evaluate_discrec", code="baselines.discrec",
          doc="the DiscRec variant's rankings and metrics"),
     Kind("stage2_dual", 1, "codes", ("stage2",), build="baselines.dual:run_dual", code="baselines.dual",
@@ -191,6 +194,14 @@ def key_hash(kind: str, cfg: C.RunConfig, **extra: Any) -> str:
     return config_hash(key(kind, cfg, **extra))
 
 
+def omitted(section: str) -> dict[str, Any]:
+    """The settings of config ``section`` that declare a ``key_omits`` value, with that value."""
+    obj = getattr(C.RunConfig(), section, None)
+    if obj is None or not dataclasses.is_dataclass(obj):
+        return {}
+    return {f.name: C.to_dict(f.metadata["key_omits"]) for f in dataclasses.fields(obj) if "key_omits" in f.metadata}
+
+
 def config_from_key(recorded: dict[str, Any], profile: str = "cpu") -> C.RunConfig:
     """The :class:`RunConfig` a recorded key was made from, as far as the key determines it: its
     sections and seed over profile ``profile``'s settings (``cpu`` for an unknown name); a setting the
@@ -237,7 +248,7 @@ def cached(kind: str, cfg: C.RunConfig, build: Builder, *, force: bool = False, 
     """:func:`ungerlib.infra.store.cached` under :func:`key`, with the kind's code hash in its provenance."""
     from ungerlib.infra import store
 
-    return store.cached(kind, key(kind, cfg, **extra), build, force=force,
+    return store.cached(kind, key(kind, cfg, **extra), build, force=force, together=get(kind).ddp,
                         record={"code_hash": code_hash(get(kind).code), "code_module": get(kind).code})
 
 

@@ -91,6 +91,9 @@ class Stage1Config(_Checked):
     clip_norm: float = 0.0  # gradient-norm clipping (0 = none)
     patience: int = 3  # early stopping on validation
     eval_users: int = 0  # validation users scored per epoch, a fixed seeded subset (0 = all)
+    # bf16 autocast of training and validation: "auto" = on a CUDA GPU with bf16, float32 elsewhere
+    # (every CPU run); at "auto" it stays out of keys (ungerlib.infra.runtime.precision)
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={"key_omits": "auto"})
 
     def effective_alpha(self) -> float:
         """The weight of L_align training uses: 0 for the DIN-alone Table 5 rows (collab, concat)."""
@@ -152,6 +155,8 @@ class Stage2Config(_Checked):
     clip_norm: float = 1.0  # gradient-norm clipping (0 = none)
     patience: int = 5  # early stopping on validation NDCG@20
     eval_beam: int = 20  # beam used for per-epoch validation
+    # bf16 autocast of training and of every decoding of this model (validation, evaluation): as stage1.precision
+    precision: Literal["auto", "fp32", "bf16"] = field(default="auto", metadata={"key_omits": "auto"})
 
 
 @dataclass

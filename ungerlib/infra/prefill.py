@@ -2,34 +2,44 @@
 
     python -m ungerlib prefill --profile cpu --only 04 --datasets Beauty --jobs 2
     python -m ungerlib prefill --profile cpu --dry-run      # the plan, what is cached, a time estimate
+    python -m ungerlib prefill --profile cpu --executor slurm --partition gpu --gpus-per-job 1
 
 A notebook trains its runs one after another in one process. Most of them are independent (the
 Stage II rows of notebook 04, the ablation rows of notebook 05, the baselines of notebook 11), so on a
 machine with several cores it is faster to train them side by side, one torch thread each
 (``runtime``: two jobs of one thread beat one job of two on 2 cores). This module lists the runs the
-chosen notebooks read, with the same configs the notebooks build, and builds the missing ones in
-``--jobs`` worker processes, shallow kinds first (text embeddings, then Stage I and codes, then Stage
-II, then what decodes it). A run is one artefact of :mod:`ungerlib.artefacts` (a kind, a config and
-the kind's arguments) and is built by that kind's registered builder, the very call a notebook makes,
-so a notebook run afterwards finds every artefact and trains nothing. A killed worker's run resumes
-from its last finished epoch on the next call, like any run.
+chosen notebooks read, with the same configs the notebooks build, and builds the missing ones,
+``--jobs`` at a time, shallow kinds first (text embeddings, then Stage I and codes, then Stage II, then
+what decodes it). A run is one artefact of :mod:`ungerlib.artefacts` (a kind, a config and the kind's
+arguments) and is built by that kind's registered builder, the very call a notebook makes, so a
+notebook run afterwards finds every artefact and trains nothing. A killed run resumes from its last
+finished epoch on the next call, like any run.
+
+Where the runs execute is an :class:`Executor`: worker processes on this machine (:class:`Local`, the
+default) or a scheduler through submitit (:class:`Submitit`): ``--executor slurm`` submits each phase
+as a SLURM job array, one run per job; ``--executor submitit-local`` runs the same path as local
+processes (every run of a phase at once: for trying the path, not for sweeps). On a cluster the
+artefact store must be a folder that the jobs and the notebooks share (``UNGER_ARTEFACTS``); the
+notebooks then only load.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
 
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -99,6 +109,16 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                  for n, c in cfgs.items() for r in levers.CONFIRM]
         jobs += [job(artefacts.baseline_kind("SASRec"), c, f"{n} SASRec (tuned)", params=tuning.selected(profile, n, "SASRec"))
                  for n, c in cfgs.items()]
+    if {"02", "06", "07"} & set(nbs):  # notebook 02 (every data set), 06 and 07 (Beauty) read DIN alone too
+        for n in (names if "02" in nbs else datasets or (["synthetic"] if profile == "smoke" else ["Beauty"])):
+            jobs.append(job("stage1", C.variant(C.profile(profile, dataset=n), "collaborative_only"),
+                            f"{n} DIN alone (Stage I without CKA)"))
+    if "12" in nbs:  # the case study: the first data set's default model and three codes
+        from ungerlib.analyses import case_study
+
+        first = cfgs[names[0]]
+        jobs.append(job("stage2", first, f"{names[0]} default Stage II"))
+        jobs += [job("codes", case_study.code_config(first, c), f"{names[0]} {c} code") for c in case_study.CODES]
     if "05" in nbs:
         for n in datasets or (["synthetic"] if profile == "smoke" else ["Beauty"]):
             base = ablations.base_config(profile, n)
@@ -186,42 +206,161 @@ def estimate(jobs: list[Job]) -> float:
     return total
 
 
-def prefill(jobs: list[Job], n_jobs: int = 2, log=print) -> dict[str, float]:
-    """Build every job not yet cached, ``n_jobs`` at a time (one torch thread each), shallow kinds
-    first. Returns the wall seconds of each job built, by label."""
+class Executor(Protocol):
+    """Where :func:`prefill` runs its jobs. ``start(fn, jobs)`` starts ``fn(job)`` for every job of a phase
+    and returns one handle per job (anything with ``result()``); ``as_completed(handles)`` yields them as
+    they finish; ``failure(handle)``: the error of a failed run, else None; ``close()``: after the last
+    phase or a failure (what was not started is cancelled; what runs finishes first); ``name``: where, in words."""
+
+    name: str
+
+    def start(self, fn: Callable[[Job], float], jobs: list[Job]) -> list[Any]: ...
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]: ...
+
+    def failure(self, handle: Any) -> BaseException | None: ...
+
+    def close(self) -> None: ...
+
+
+class Local:
+    """``jobs`` worker processes on this machine, one torch thread each (the default executor)."""
+
+    def __init__(self, jobs: int):
+        self.name = f"{jobs} jobs"
+        self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_one_thread)
+
+    def start(self, fn: Callable[[Job], float], jobs: list[Job]) -> list[Any]:
+        return [self.pool.submit(fn, j) for j in jobs]
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]:
+        return as_completed(handles)
+
+    def failure(self, handle: Any) -> BaseException | None:
+        return handle.exception()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Submitit:
+    """One job per run through submitit: ``cluster="slurm"`` submits each phase as a SLURM job array
+    (``jobs``: how many run at once; ``partition``, ``gpus``, ``cpus`` and ``time_min`` per job; ``cpus``
+    is also the run's torch thread count), ``cluster="local"`` runs them as processes here. Logs and
+    submitit's pickles go to ``folder``."""
+
+    def __init__(self, folder: str | Path, cluster: str = "slurm", jobs: int | None = None,
+                 partition: str | None = None, gpus: int = 0, cpus: int = 1, time_min: int = 720):
+        try:
+            import submitit
+        except ImportError:
+            raise C.ConfigError(f"--executor {'slurm' if cluster == 'slurm' else 'submitit-local'} needs submitit: "
+                                "pip install 'ungerlib[cluster]' (or submitit itself)") from None
+        self.cluster, self.cpus, self.name = cluster, cpus, f"submitit ({cluster})"
+        try:
+            self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        except RuntimeError as e:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+            raise C.ConfigError(f"--executor slurm: {e} (here: --executor local, or submitit-local)") from None
+        params: dict[str, Any] = {"timeout_min": time_min, "cpus_per_task": cpus, "gpus_per_node": gpus,
+                                  "name": "ungerlib-prefill"}
+        if partition:
+            params["slurm_partition"] = partition
+        if jobs:
+            params["slurm_array_parallelism"] = jobs
+        self.ex.update_parameters(**params)
+
+    def start(self, fn: Callable[[Job], float], jobs: list[Job]) -> list[Any]:
+        return self.ex.map_array(functools.partial(_with_threads, fn, self.cpus), jobs)
+
+    def as_completed(self, handles: list[Any]) -> Iterator[Any]:
+        from submitit.helpers import as_completed as done
+
+        return done(handles, poll_frequency=1 if self.cluster == "local" else 30)
+
+    def failure(self, handle: Any) -> BaseException | None:
+        err = handle.exception()
+        if err is None:
+            return None
+        # submitit's message: a header, the run's traceback between two rules of dashes, where the logs are
+        trace = next((part for part in str(err).split("-" * 22) if "Traceback" in part), str(err))
+        last = next((ln.strip() for ln in reversed(trace.splitlines()) if ln.strip()), type(err).__name__)
+        return cli.Failed(f"job {handle.job_id} failed: {last} (log: {handle.paths.stderr})")
+
+    def close(self) -> None:
+        pass
+
+
+def _with_threads(fn: Callable[[Job], float], threads: int, j: Job) -> float:
+    """A submitit job: the thread policy at ``threads`` torch threads, then ``fn(j)``."""
+    from ungerlib.infra import runtime
+
+    os.environ["UNGER_THREADS"] = str(threads)
+    runtime.configure_threads()
+    return fn(j)
+
+
+def prefill(jobs: list[Job], n_jobs: int = 2, log=print, executor: Executor | None = None) -> dict[str, float]:
+    """Build every job not yet cached, shallow kinds first, on ``executor`` (default: ``n_jobs`` local
+    worker processes of one torch thread each). Returns the wall seconds of each job built, by label."""
     from ungerlib.infra import runtime
 
     todo = [j for j in jobs if not j.cached()]
-    log(f"[prefill] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {n_jobs} jobs"
+    executor = executor or Local(n_jobs)
+    log(f"[prefill] {len(jobs)} runs, {len(jobs) - len(todo)} cached, {len(todo)} to build with {executor.name}"
         + (f" (about {runtime.duration(estimate(todo) / max(1, min(n_jobs, len(todo))))})" if todo else ""))
     done: dict[str, float] = {}
     t0 = time.time()
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+    try:
         for phase in sorted({j.phase for j in todo}):
-            running = {pool.submit(build, j): j for j in todo if j.phase == phase}
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    j = running.pop(f)
-                    if f.exception() is not None:  # say which run failed, then stop with its error
-                        log(f"[prefill] failed: {j.label} ({j.kind}); runs not started are cancelled, "
-                            "running ones finish first")
-                        for other in running:
-                            other.cancel()
-                        raise f.exception()
-                    done[j.label] = f.result()
-                    log(f"[prefill] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
-                        f"{runtime.duration(time.time() - t0)} so far)")
+            batch = [j for j in todo if j.phase == phase]
+            handles = executor.start(build, batch)
+            job_of = {id(h): j for h, j in zip(handles, batch)}
+            for h in executor.as_completed(handles):
+                j = job_of[id(h)]
+                err = executor.failure(h)
+                if err is not None:  # say which run failed, then stop with its error
+                    log(f"[prefill] failed: {j.label} ({j.kind}); runs not started are cancelled, "
+                        "running ones finish first")
+                    raise err
+                done[j.label] = h.result()
+                log(f"[prefill] done {j.label} in {done[j.label]:.0f}s ({len(done)}/{len(todo)}, "
+                    f"{runtime.duration(time.time() - t0)} so far)")
+    finally:
+        executor.close()
     return done
+
+
+SLURM_OPTIONS = ("partition", "gpus_per_job", "cpus_per_job", "time_min")  # options of the submitit executors
+
+
+def check_options(a: argparse.Namespace) -> None:
+    """Command-line options that do not fit together: a ConfigError naming them, before any work."""
+    if a.jobs is not None and a.jobs < 1:
+        raise C.ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    given = [f"--{o.replace('_', '-')}" for o in SLURM_OPTIONS if getattr(a, o) is not None]
+    if a.executor == "local" and given:
+        raise C.ConfigError(f"{', '.join(given)}: only for --executor slurm or submitit-local (the local "
+                            "executor runs worker processes on this machine)")
+
+
+def executor_of(a: argparse.Namespace) -> Executor:
+    """The executor the command line asks for: ``--executor``, ``--jobs`` and the SLURM options."""
+    if a.executor == "local":
+        return Local(a.jobs or os.cpu_count() or 1)
+    from ungerlib.infra.store import artefact_root
+
+    folder = a.submitit_dir or artefact_root().parent / "submitit"  # beside the (shared) store
+    return Submitit(folder, "slurm" if a.executor == "slurm" else "local", a.jobs, a.partition,
+                    a.gpus_per_job or 0, a.cpus_per_job or 1, a.time_min or 720)
 
 
 def _main(a: argparse.Namespace) -> None:
     from ungerlib.infra import runtime
 
-    if a.jobs < 1:
-        raise C.ConfigError(f"--jobs must be at least 1, got {a.jobs}")
+    check_options(a)
     jobs = plan(a.profile, a.only, a.datasets)
     if a.dry_run:
+        n = a.jobs or os.cpu_count() or 1
         states = [j.state() for j in jobs]
         for j, s in zip(jobs, states):
             print(f"phase {j.phase}  {s:10s}  {j.kind:18s} {j.label}")
@@ -229,9 +368,9 @@ def _main(a: argparse.Namespace) -> None:
         work = estimate(todo)
         print(f"[prefill] {len(jobs)} runs: {len(jobs) - len(todo)} built, {len(todo)} to build "
               f"({sum(s == 'checkpoint' for s in states)} resume from a checkpoint); about "
-              f"{runtime.duration(work)} of one-thread work, {runtime.duration(work / a.jobs)} with {a.jobs} jobs")
+              f"{runtime.duration(work)} of one-thread work, {runtime.duration(work / n)} with {n} jobs")
         return
-    built = prefill(jobs, a.jobs, log=runtime.log)
+    built = prefill(jobs, log=runtime.log, executor=executor_of(a))
     print(json.dumps(built, indent=1))
     runtime.log(f"[prefill] {len(built)} runs built; artefacts in {artefacts_root()}")
 
@@ -242,15 +381,30 @@ def artefacts_root() -> str:
     return str(artefact_root())
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ungerlib prefill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="cpu", choices=C.PROFILES)
     ap.add_argument("--only", nargs="*", help=f"notebook prefixes (default: all that train, {' '.join(NOTEBOOKS)})")
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (default: one per core)")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="runs at once (local: worker processes, default one per core; slurm: array parallelism)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether each is built; build nothing")
+    ap.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
+                    help="where the runs execute: worker processes here (default), SLURM jobs through submitit, "
+                         "or submitit's local executor (the SLURM path without a cluster)")
+    ap.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    ap.add_argument("--gpus-per-job", type=int, help="GPUs per run (default 0)")
+    ap.add_argument("--cpus-per-job", type=int, help="CPU cores per run, also its torch threads (default 1)")
+    ap.add_argument("--time-min", type=int, help="time limit per run in minutes (default 720; a run cut off "
+                                                  "resumes from its last epoch on the next call)")
+    ap.add_argument("--submitit-dir", type=Path, help="submitit's logs and pickles (default: beside the artefact store)")
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
-    return cli.run(_main, ap.parse_args(argv))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli.run(_main, parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""How ungerlib runs on this machine: CPU threads, subnormal floats and progress lines. Nothing here
+"""How ungerlib runs on this machine: CPU threads, subnormal floats, GPU precision and progress lines. Nothing here
 changes a result beyond float rounding and what rounding does to a training run, and no artefact key
 holds any of it (every provenance record names the thread count and the flush-to-zero mode).
 
@@ -24,13 +24,24 @@ The wait policy only takes effect if it is in the environment before torch is im
 ungerlib`` puts it there when torch is not imported yet, the command-line entry points call
 :func:`configure_threads` first, and the notebooks runner starts every kernel with
 :func:`thread_env`. Who imports torch before ungerlib sets ``OMP_WAIT_POLICY=PASSIVE`` themselves.
+
+Precision. ``stage1.precision`` and ``stage2.precision`` (:func:`autocast`): ``auto``, the default, is
+bf16 autocast on a CUDA GPU that has bf16 and float32 everywhere else, so every CPU run is float32.
+Unlike the thread count it changes more than the last bits; like the device it is not in a key at
+``auto`` (provenance names the GPU); ``fp32`` and ``bf16`` are keyed.
+
+Under torchrun only rank 0 prints progress (:func:`log`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Iterable, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 _configured = False
@@ -111,8 +122,37 @@ def configure_threads() -> int:
     return torch.get_num_threads()
 
 
+def precision(setting: str, device: "torch.device") -> str:
+    """The precision a ``precision`` setting means on ``device``: ``fp32`` or ``bf16``. ``auto``: bf16 on a
+    CUDA GPU with bf16 (compute capability 8.0 and later), fp32 elsewhere; ``bf16`` on a GPU without it
+    is a ConfigError (on a CPU it is torch's CPU autocast: slow without AMX, but it runs)."""
+    import torch
+
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if setting == "auto":
+        return "bf16" if cuda_bf16 else "fp32"
+    if setting == "bf16" and device.type == "cuda" and not cuda_bf16:
+        from ungerlib.infra.config import ConfigError
+
+        raise ConfigError(f"precision 'bf16' needs a GPU with bf16 (compute capability 8.0+); "
+                          f"{torch.cuda.get_device_name(device)} has none: use 'fp32' or 'auto'")
+    return setting
+
+
+def autocast(setting: str, device: "torch.device") -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16 where :func:`precision` says bf16, else a context that does nothing."""
+    import torch
+
+    if precision(setting, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def log(msg: str) -> None:
-    """One progress line on stderr (shown live by the notebooks runner and the command line)."""
+    """One progress line on stderr (shown live by the notebooks runner and the command line); under
+    torchrun on rank 0 only."""
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return
     print(msg, file=sys.stderr, flush=True)
 
 

@@ -292,13 +292,50 @@ def state(kind: str, key: dict[str, Any], root: str | Path | None = None) -> str
 
 
 def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = False,
-           root: str | Path | None = None, verbose: bool = True, record: dict[str, Any] | None = None) -> Artefact:
+           root: str | Path | None = None, verbose: bool = True, record: dict[str, Any] | None = None,
+           together: bool = False) -> Artefact:
     """Return the artefact ``kind`` for ``key``, calling ``build(out_dir, work_dir)`` if absent.
 
     ``build`` writes its files into ``out_dir`` (a fresh temporary folder) and may keep
     checkpoints in ``work_dir`` (kept across killed runs, deleted after success). Whatever dict
     it returns is merged into the provenance record (metrics, wall time, notes), as is ``record``.
+
+    Under torchrun (:mod:`ungerlib.infra.distributed`) only rank 0 writes to the store: it decides
+    whether to build and builds, alone, while the other ranks wait and then load; with ``together``
+    (a DDP training) every rank runs ``build``, the others into a scratch folder outside the store
+    that is then removed.
     """
+    from ungerlib.infra import distributed
+
+    g = distributed.current()
+    if g.world == 1:
+        return _cached(kind, key, build, force, root, verbose, record)
+    final = path(kind, key, root)
+    if distributed.broadcast(final.exists() and not force):  # rank 0 decides, for every rank
+        record_read(kind, key, Artefact(final).provenance.get("code_hash"))
+        return Artefact(final)
+    if g.is_main():
+        if together:
+            art = _cached(kind, key, build, force, root, verbose, record)
+        else:
+            with distributed.alone():  # nothing nested in this build waits for the other ranks
+                art = _cached(kind, key, build, force, root, verbose, record)
+    elif together:
+        scratch = Path(tempfile.mkdtemp(prefix=f"ungerlib-rank{g.rank}-"))
+        try:
+            build(scratch, work_dir(kind, key, root))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    distributed.barrier()  # rank 0's folder is in place
+    if not g.is_main():
+        art = Artefact(final)
+        record_read(kind, key, art.provenance.get("code_hash"))
+    return art
+
+
+def _cached(kind: str, key: dict[str, Any], build: Builder, force: bool, root: str | Path | None,
+            verbose: bool, record: dict[str, Any] | None) -> Artefact:
+    """:func:`cached` in one process."""
     final = path(kind, key, root)
     if final.exists() and not force:
         if verbose:

@@ -111,7 +111,7 @@ def evaluate_neighbours(cfg: C.RunConfig, neighbour_lambda: tuple[float, float],
         model, _ = run_stage2(cfg, progress=False)
         splits, table, emb = _inputs(cfg)
         fused = NeighbourDecoder(model, emb, lam).eval()
-        return {"metrics": save_rankings(fused, splits, table, cfg.eval, out)}
+        return {"metrics": save_rankings(fused, splits, table, cfg.eval, out, cfg.stage2.precision)}
 
     art = artefacts.cached("eval_neighbours", cfg, build, force=force, neighbour_lambda=list(lam))
     return {**art.json("metrics"), "path": str(art.path)}

@@ -21,16 +21,21 @@ from ungerlib.model.metrics import rank_metrics
 from ungerlib.infra.store import atomic_write_json
 
 
-def save_rankings(model, splits: Splits, table: CodeTable, ev: C.EvalConfig, out: Path) -> dict[str, Any]:
+def save_rankings(model, splits: Splits, table: CodeTable, ev: C.EvalConfig, out: Path,
+                  precision: str = "fp32") -> dict[str, Any]:
     """Beam ``ev.beam`` over ``splits``' valid and test users with ``model`` (anything with the
-    incremental decoding API); writes the rankings and ``metrics.json`` to ``out`` and returns the
-    metrics ``{"valid_all": {...}, "valid_excl": ..., "test_all": ..., "test_excl": ...}``."""
+    incremental decoding API), under ``precision`` (the model's ``stage2.precision``:
+    :func:`ungerlib.infra.runtime.autocast`); writes the rankings and ``metrics.json`` to ``out`` and
+    returns the metrics ``{"valid_all": {...}, "valid_excl": ..., "test_all": ..., "test_excl": ...}``."""
+    from ungerlib.infra import runtime
     from ungerlib.model.beam import recommend_both
 
     res: dict[str, Any] = {}
+    device = next(model.parameters()).device
     for split in ("valid", "test"):
         ex = getattr(splits, split)
-        both = recommend_both(model, ex.history, table, beam=ev.beam, topk=max(ev.ks), exclude=ex.exclude)
+        with runtime.autocast(precision, device):
+            both = recommend_both(model, ex.history, table, beam=ev.beam, topk=max(ev.ks), exclude=ex.exclude)
         for tag, (ranked, _) in zip((f"{split}_all", f"{split}_excl"), both):
             np.save(out / f"{tag}.npy", ranked)
             res[tag] = rank_metrics(ranked, ex.target, ev.ks)

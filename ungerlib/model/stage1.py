@@ -34,7 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ungerlib.infra import artefacts, config as C
+from ungerlib.infra import artefacts, config as C, distributed
+from ungerlib.infra.distributed import Part
 from ungerlib.model.data import PAD, Examples, Splits, get_splits
 from ungerlib.model.metrics import rank_metrics
 from ungerlib.infra.store import atomic_write_json
@@ -156,15 +157,25 @@ class DIN(nn.Module):
             ec, et = F.normalize(ec, dim=-1), F.normalize(et, dim=-1)
         return F.cross_entropy(ec @ et.T / self.s1.tau, torch.arange(len(items), device=items.device))
 
-    def loss(self, hist: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def loss(self, hist: torch.Tensor, tgt: torch.Tensor, neg: torch.Tensor | None,
+             part: Part | None = None, batch_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Eq. 5 over a batch: ``{"loss", "seq", "align"}``. L_align runs over the batch's distinct
         targets. With alpha = 0 (DIN alone) it still trains the MAL as a probe on a detached E_C, so
-        cross-modal retrieval is measured the same way with and without CKA."""
+        cross-modal retrieval is measured the same way with and without CKA.
+
+        Under DDP ``hist`` [b, L] and ``tgt`` [b] are ``part``, one rank's part of a global batch whose
+        targets are ``batch_targets`` [B]: L_seq is weighted by the part's share, and L_align, whose
+        negatives are the whole batch, runs over the global batch's distinct targets on every rank,
+        weighted by ``part.replicated``; summed over the ranks, the terms are the global batch's."""
         seq = self.seq_loss(hist, tgt, neg)
+        if part is not None:
+            seq = seq * part.share(len(tgt), len(batch_targets))
         if self.mal is None:
             return {"loss": seq, "seq": seq}
         alpha = self.s1.effective_alpha()
-        align = self.align_loss(torch.unique(tgt), detach=alpha == 0)
+        align = self.align_loss(torch.unique(tgt if batch_targets is None else batch_targets), detach=alpha == 0)
+        if part is not None:
+            align = align * part.replicated
         return {"loss": seq + (alpha if alpha > 0 else 1.0) * align, "seq": seq, "align": align}
 
 
@@ -255,11 +266,15 @@ def train_stage1(splits: Splits, semantic: np.ndarray, cfg: C.RunConfig, work_di
 
     def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         neg = torch.from_numpy(rng.integers(n, size=s1.n_negatives)).to(DEVICE) if s1.n_negatives else None
-        return model.loss(_pad(tr.history[idx], n), torch.from_numpy(tr.target[idx]).to(DEVICE), neg)
+        tgt = lambda rows: torch.from_numpy(tr.target[rows]).to(DEVICE)  # noqa: E731
+        if distributed.current().world == 1:
+            return model.loss(_pad(tr.history[idx], n), tgt(idx), neg)
+        part = distributed.part(idx)  # under torchrun: this rank's share of the global batch
+        return model.loss(_pad(tr.history[part.rows], n), tgt(part.rows), neg, part, tgt(idx))
 
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s1.batch_size, rng),
               lambda: evaluate_din(model, valid), "recall@20", Schedule.of(s1), cfg.seed, work_dir,
-              "stage1", progress, after_epoch)
+              "stage1", progress, after_epoch, ddp=True)
     with torch.no_grad():
         collab = model.emb.weight[:n].cpu().numpy().copy()
         adapted = model.mal(model.e_s).cpu().numpy()

@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ungerlib.infra import artefacts, config as C
+from ungerlib.infra import artefacts, config as C, distributed
+from ungerlib.infra.distributed import Part
 from ungerlib.model.codes import CodeTable
 from ungerlib.model.data import PAD, Splits, get_splits
 from ungerlib.model.metrics import rank_metrics
@@ -307,19 +308,29 @@ class UNGER(nn.Module):
         return logits, code, self.ikd(dis)
 
     def loss(self, hist: torch.Tensor, target: torch.Tensor, E: torch.Tensor | None,
-             neg: torch.Tensor | None) -> dict[str, torch.Tensor]:
+             neg: torch.Tensor | None, part: Part | None = None,
+             batch_targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Eq. 8 on a batch: ``{"loss", "gen", "ikd"}``. ``E`` [n, d_int]: Stage I integrated
-        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term)."""
+        embeddings; ``neg`` [S]: IKD negatives (None or ``ikd=False``: no IKD term).
+
+        Under DDP ``hist`` [b, L] and ``target`` [b] are ``part``, one rank's part of a global batch whose
+        targets are ``batch_targets`` [B]: L_gen (a mean over code tokens) and L_dis (over examples) are
+        weighted by the part's share of the batch's tokens and examples, so that summed over the ranks
+        they are the global batch's terms."""
         logits, code, dis = self(hist, target)
         gen = F.cross_entropy(logits.flatten(0, 1), code.flatten(), ignore_index=-1)  # Eq. 6
+        if part is not None:
+            gen = gen * part.share((code >= 0).sum(), (self.codes[batch_targets] >= 0).sum())
         if not self.s2.ikd or E is None or neg is None:
-            return {"loss": gen, "gen": gen, "ikd": torch.zeros(())}
+            return {"loss": gen, "gen": gen, "ikd": torch.zeros((), device=gen.device)}
         pos, negs = E[target], E[neg]  # Eq. 7
         if self.s2.ikd_sim == "cosine":
             dis, pos, negs = F.normalize(dis, dim=-1), F.normalize(pos, dim=-1), F.normalize(negs, dim=-1)
         sim = torch.cat([(dis * pos).sum(1, keepdim=True), dis @ negs.T], 1) / self.s2.ikd_tau
         sim[:, 1:] = sim[:, 1:].masked_fill(neg[None] == target[:, None], -torch.inf)
         ikd = F.cross_entropy(sim, torch.zeros(len(target), dtype=torch.long, device=sim.device))
+        if part is not None:
+            ikd = ikd * part.share(len(target), len(batch_targets))
         return {"loss": gen + self.s2.beta * ikd, "gen": gen, "ikd": ikd}
 
     @torch.no_grad()
@@ -380,15 +391,19 @@ def train_stage2(splits: Splits, table: CodeTable, integrated: np.ndarray, cfg: 
 
     def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         neg = torch.from_numpy(rng.integers(n, size=s2.ikd_negatives)).to(DEVICE) if s2.ikd else None
-        hist = torch.from_numpy(trim(tr.history[idx])).to(DEVICE)
-        return model.loss(hist, torch.from_numpy(tr.target[idx]).to(DEVICE), E, neg)
+        tgt = lambda rows: torch.from_numpy(tr.target[rows]).to(DEVICE)  # noqa: E731
+        if distributed.current().world == 1:
+            return model.loss(torch.from_numpy(trim(tr.history[idx])).to(DEVICE), tgt(idx), E, neg)
+        part = distributed.part(idx)  # under torchrun: this rank's share of the global batch
+        hist = torch.from_numpy(trim(tr.history[part.rows])).to(DEVICE)
+        return model.loss(hist, tgt(part.rows), E, neg, part, tgt(idx))
 
     def validate() -> dict[str, float]:
         ranked, _ = recommend(model, splits.valid.history, table, beam=s2.eval_beam, topk=20)
         return rank_metrics(ranked, splits.valid.target)
 
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s2.batch_size, rng, lengths, s2.bucket),
-              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch)
+              validate, "ndcg@20", Schedule.of(s2), cfg.seed, work_dir, "stage2", progress, after_epoch, ddp=True)
     return model, res.history
 
 
@@ -431,7 +446,7 @@ def evaluate_stage2(cfg: C.RunConfig, force: bool = False) -> dict[str, Any]:
     def build(out: Path, work: Path) -> dict[str, Any]:
         model, _ = run_stage2(cfg)
         splits, table, _ = _inputs(cfg)
-        return {"metrics": save_rankings(model, splits, table, cfg.eval, out)}
+        return {"metrics": save_rankings(model, splits, table, cfg.eval, out, cfg.stage2.precision)}
 
     art = artefacts.cached("eval", cfg, build, force=force)
     return {**art.json("metrics"), "path": str(art.path)}

@@ -8,6 +8,12 @@ same ``work_dir`` resumes after the last finished epoch and ends with the same r
 
 The model owns its loss: ``loss_fn(idx, rng)`` returns a dict whose ``"loss"`` is minimised and
 whose other entries are logged per epoch as ``loss_<name>`` (example-weighted means).
+
+Under torchrun (:mod:`ungerlib.infra.distributed`) a loss function that computes its rank's part of
+each global batch (``fit(..., ddp=True)``) trains with torch's ``DistributedDataParallel``: the same
+global batches, gradients equal to the single-process ones up to float rounding, validation and
+checkpoints on rank 0. ``Schedule.precision`` turns on bf16 autocast (:func:`ungerlib.infra.runtime.autocast`)
+for the loss and the validation.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ungerlib.infra import runtime
+from ungerlib.infra import distributed, runtime
 from ungerlib.infra.store import atomic_torch_save
 
 
@@ -36,6 +42,7 @@ class Schedule:
     weight_decay: float
     patience: int  # epochs without a better validation metric before stopping
     clip_norm: float  # 0: no clipping
+    precision: str = "fp32"  # "auto" | "fp32" | "bf16": autocast of the loss and validation (runtime.autocast)
 
     @classmethod
     def of(cls, stage_cfg: Any) -> "Schedule":
@@ -84,6 +91,41 @@ class FitResult:
     best_epoch: int
 
 
+class _Loss(torch.nn.Module):
+    """``loss_fn`` as the forward of a module that holds the model: DistributedDataParallel synchronises
+    the gradients of what its wrapped module's forward computed."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[..., dict[str, torch.Tensor]]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        return self.loss_fn(idx, rng)
+
+
+def _wrap(model: torch.nn.Module, loss_fn: Callable[..., dict[str, torch.Tensor]], g: distributed.Group,
+          device: torch.device) -> torch.nn.Module:
+    """The module whose call computes a batch's loss terms: DDP-wrapped when ``g`` has several ranks.
+    The buffers (code tables, the trie, E_S) are constant: synchronised once, not before every step.
+    ``static_graph``: every step uses the same parameters, though a switch may leave some unused
+    (``stage2.ikd=False``: the IKD head)."""
+    net = _Loss(model, loss_fn)
+    if g.world == 1:
+        return net
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+    return DDP(net, device_ids=[device.index] if device.type == "cuda" else None, static_graph=True, **{sync: False})
+
+
+def _rank_seed(seed: int, rank: int, epoch: int) -> int:
+    """torch's seed on rank > 0 at the start of ``epoch`` (dropout masks: rank 0 continues the
+    single-process stream; the others draw their own, reproducibly, so a resumed run repeats them)."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
 def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=False, map_location=device)
@@ -96,7 +138,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
         batches: Callable[[np.random.Generator], list[np.ndarray]], validate: Callable[[], dict[str, float]],
         select: str, sched: Schedule, seed: int, work_dir: Path | None = None, name: str = "train",
         progress: bool = True, after_epoch: Callable[[int], None] | None = None,
-        params: list[torch.nn.Parameter] | None = None, every: int = 1) -> FitResult:
+        params: list[torch.nn.Parameter] | None = None, every: int = 1, ddp: bool = False) -> FitResult:
     """Train ``model`` and leave it in the state of the epoch with the best ``validate()[select]``.
 
     ``batches(rng)`` gives one epoch's index arrays, ``loss_fn(idx, rng)`` the loss terms of a batch,
@@ -108,8 +150,16 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
 
     ``seed`` seeds the NumPy generator of batches and negatives; torch's generator (dropout) is not
     reseeded: it continues from the model's initialisation, which the caller seeds.
+
+    ``ddp``: ``loss_fn`` computes its rank's share of each global batch ``idx`` (every rank gets the
+    whole batch and the same ``rng`` draws; :func:`ungerlib.infra.distributed.part`): the terms, summed
+    over the ranks, are the single-process terms. Under torchrun the model then trains with
+    DistributedDataParallel (each rank's loss times the number of ranks, since DDP averages the
+    gradients); ``validate`` runs on rank 0, which also writes the checkpoint, and its result is
+    broadcast. Without torchrun, or with ``ddp=False``, this is the single-process loop.
     """
     device = next(model.parameters()).device
+    g = distributed.current() if ddp else distributed.SINGLE
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(params or list(model.parameters()), lr=sched.lr, weight_decay=sched.weight_decay)
     per_epoch = len(batches(np.random.default_rng(seed)))  # same count every epoch
@@ -124,24 +174,33 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
         lr_sched.load_state_dict(st.pop("sched"))
         rng.bit_generator.state = st.pop("rng")
         torch.set_rng_state(st.pop("torch_rng").cpu())
+        if "cuda_rng" in st and device.type == "cuda":
+            torch.cuda.set_rng_state(st.pop("cuda_rng").cpu(), device)
+        st.pop("cuda_rng", None)
         runtime.log(f"[{name}] resuming from epoch {st['epoch']} of {sched.epochs} ({ckpt})")
+    net = _wrap(model, loss_fn, g, device)
     started, first = time.time(), st["epoch"]
     for epoch in range(st["epoch"], sched.epochs):
         if st["bad"] >= sched.patience:
             runtime.log(f"[{name}] early stop: no better valid {select} for {sched.patience} epochs")
             break
-        model.train()
+        if g.rank > 0:
+            torch.manual_seed(_rank_seed(seed, g.rank, epoch))
+        net.train()
         t0 = time.time()
         sums: dict[str, float] = {}
         n_seen = 0
-        for step, idx in enumerate(runtime.bar(batches(rng), f"{name} epoch {epoch + 1}/{sched.epochs}", per_epoch, progress)):
-            terms = loss_fn(idx, rng)
-            if not torch.isfinite(terms["loss"]):
-                raise TrainingDiverged(f"{name}: the training loss is {float(terms['loss'])} at epoch {epoch + 1}, "
+        for step, idx in enumerate(runtime.bar(batches(rng), f"{name} epoch {epoch + 1}/{sched.epochs}", per_epoch,
+                                               progress and g.is_main())):
+            with runtime.autocast(sched.precision, device):
+                terms = net(idx, rng)
+            loss = terms["loss"].detach() if g.world == 1 else distributed.all_sum(terms["loss"].detach())
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"{name}: the training loss is {float(loss)} at epoch {epoch + 1}, "
                                        f"batch {step + 1}: training diverged; lower the learning rate "
                                        f"({name}.lr = {sched.lr:g})")
             opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            (terms["loss"] * g.world if g.world > 1 else terms["loss"]).backward()
             if sched.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), sched.clip_norm)
             opt.step()
@@ -150,14 +209,20 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
                 if k != "loss":
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             n_seen += len(idx)
+        if g.world > 1:  # each rank summed its shares: their sum is the single-process sum
+            sums = dict(zip(sums, distributed.all_sum(torch.tensor(list(sums.values()), dtype=torch.float64,
+                                                                   device=device)).tolist()))
         rec: dict[str, float] = {"epoch": epoch + 1, **{f"loss_{k}": v / n_seen for k, v in sums.items()},
                                  "train_s": time.time() - t0}
         if (epoch + 1) % every == 0 or epoch + 1 == sched.epochs:
             t0 = time.time()
             model.eval()
-            with torch.no_grad():
-                rec.update({f"valid_{k}": v for k, v in validate().items()})
-            rec["valid_s"] = time.time() - t0
+            valid: dict[str, float] = {}
+            if g.is_main():
+                with torch.no_grad(), runtime.autocast(sched.precision, device):
+                    valid = {f"valid_{k}": v for k, v in validate().items()}
+                valid["valid_s"] = time.time() - t0
+            rec.update(distributed.broadcast(valid) if g.world > 1 else valid)
             score = rec[f"valid_{select}"]
             if score > st["best"]:
                 st.update(best=score, best_epoch=epoch + 1, bad=0,
@@ -166,10 +231,14 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
                 st["bad"] += 1
         st["history"].append(rec)
         st["epoch"] = epoch + 1
-        if ckpt:
+        if ckpt and g.is_main():
             atomic_torch_save({**st, "model": model.state_dict(), "opt": opt.state_dict(),
                                "sched": lr_sched.state_dict(), "rng": rng.bit_generator.state,
-                               "torch_rng": torch.get_rng_state()}, ckpt)
+                               "torch_rng": torch.get_rng_state(),
+                               **({"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})},
+                              ckpt)
+        if g.world > 1:
+            distributed.barrier()  # every rank leaves the epoch with its checkpoint on disk
         runtime.log(f"[{name}] epoch {epoch + 1}/{sched.epochs} "
                     + " ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith(("loss_", "valid_"))
                                and not k.endswith("_s"))
