@@ -78,12 +78,26 @@ def compare(a: Path, b: Path) -> list[str]:
     return out
 
 
-def run_once(profile: str, only: list[str] | None, folder: Path) -> float:
+def start(profile: str, only: list[str] | None, folder: Path) -> subprocess.Popen:
+    """One reproduction into ``folder``, started in its own process (not waited for)."""
     env = {**os.environ, "UNGER_ARTEFACTS": str(folder / "artefacts"), "UNGER_FIGURES": str(folder / "figures")}
     cmd = [sys.executable, "-m", "ungerlib.infra.reproduce", "--profile", profile] + (["--only", *only] if only else [])
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+
+
+def run_all(profile: str, only: list[str] | None, folders: list[Path], side_by_side: bool) -> None:
+    """The reproductions, side by side (each with the thread count of ``UNGER_THREADS``: 1 under
+    ``make determinism``, so two fill two cores) or one after the other."""
     t0 = time.time()
-    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
-    return time.time() - t0
+    procs: list[tuple[Path, subprocess.Popen]] = []
+    for f in folders:
+        procs.append((f, start(profile, only, f)))
+        if not side_by_side:
+            procs[-1][1].wait()
+    for f, p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"[determinism] the reproduction into {f} failed (exit {p.returncode})")
+        print(f"[determinism] {f.name}: done at {time.time() - t0:.0f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes (default: all)")
     ap.add_argument("--keep", help="keep both runs' folders under this path (default: a temporary folder)")
+    ap.add_argument("--one-after-the-other", action="store_true",
+                    help="run the two reproductions in turn (default: side by side, as two processes)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="unger-determinism-") as tmp:
         base = Path(a.keep) if a.keep else Path(tmp)
         runs = [base / "run1", base / "run2"]
-        for r in runs:
-            print(f"[determinism] {r.name}: {run_once(a.profile, a.only, r):.0f} s", flush=True)
+        run_all(a.profile, a.only, runs, side_by_side=not a.one_after_the_other)
         diffs = compare(runs[0] / "figures", runs[1] / "figures")
         n = len([p for p in (runs[0] / "figures").iterdir() if p.suffix in COMPARED])
     for d in diffs:

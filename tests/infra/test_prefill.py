@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ungerlib.infra import artefacts, config, prefill
-from ungerlib.analyses import stage2_grid, table3
+from ungerlib.analyses import seeds, stage2_grid, table3
 from ungerlib.model import stage2
 
 
@@ -27,9 +27,10 @@ def test_plan_is_deduplicated_and_in_dependency_order(tuned_everywhere):
     assert [j.phase for j in jobs] == sorted(j.phase for j in jobs)
     kinds = {j.kind.split(".")[0] for j in jobs}
     assert kinds == {"semantic", "codes", "stage2", "eval", "baseline", "eval_discrec", "eval_neighbours", "eval_dual"}
-    # the neighbours decodings read the default model, so they start after every Stage II training
+    # the neighbours decodings read the default model, so they start after every Stage II training; the
+    # grid's three non-zero points at each of Beauty's seeds (notebook 11's seed claims)
     nb = [j for j in jobs if j.kind == "eval_neighbours"]
-    assert len(nb) == 3 and min(j.phase for j in nb) > max(j.phase for j in jobs if j.kind in ("eval", "stage2"))
+    assert len(nb) == 3 * seeds.N_SEEDS["cpu"] and min(j.phase for j in nb) > max(j.phase for j in jobs if j.kind in ("eval", "stage2"))
     cfg = config.profile("cpu", "Beauty")
     # the adopted row at the full budget is the profile's default run: evaluated once, not trained twice
     adopted = artefacts.key_hash("stage2", stage2_grid.lever_config(cfg, stage2_grid.ADOPTED, stage2_grid.FULL))
@@ -38,11 +39,15 @@ def test_plan_is_deduplicated_and_in_dependency_order(tuned_everywhere):
     assert [j for j in jobs if j.kind == "eval" and j.label == "Beauty default"]
     # make tune plans every lever row at the screening budget on the first data set and every grid point
     assert len([j for j in jobs if j.label.startswith("Beauty lever ")]) == len(stage2_grid.STAGE2_LEVERS)
-    sasrec = [j for j in jobs if j.kind == "baseline.SASRec"]
+    sasrec = [j for j in jobs if j.kind == "baseline.SASRec" and j.cfg.seed == config.profile("cpu").seed]
     assert len(sasrec) == len(table3.grid("cpu", "SASRec"))
+    assert len([j for j in jobs if j.kind == "baseline.SASRec"]) == len(sasrec) + seeds.N_SEEDS["cpu"] - 1
     # make figures plans only the selected setting of each baseline
     figures = [j for j in prefill.plan("cpu", ["04", "11"], ["Beauty"]) if j.kind.startswith("baseline.")]
-    assert len(figures) == len(table3.RERUN) and all(j.label.endswith("(tuned)") for j in figures)
+    assert all(j.label.endswith("(tuned)") for j in figures)
+    assert len([j for j in figures if j.cfg.seed == cfg.seed]) == len(table3.RERUN)
+    # and SASRec and HSTU at the other seeds, for the seed claims
+    assert len(figures) == len(table3.RERUN) + len(seeds.BASELINES) * (seeds.N_SEEDS["cpu"] - 1)
     # and the confirmed rows at the full budget on every data set (the adopted one is the default run)
     full = sorted(j.label for j in prefill.plan("cpu", ["04"]) if "full-budget" in j.label)
     assert full == sorted(f"{n} full-budget {r[:1]}" for n in ("Beauty", "Sports", "Toys")

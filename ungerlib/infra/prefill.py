@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Protocol
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11", "12")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -124,12 +124,19 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             base = ablations.base_config(profile, n)
             rows = [*ablations.TABLE5, *ablations.TABLE6, *ablations.FIG8, *ablations.k_rows(base)]
             jobs += [job("eval", rc, f"{n} ablation {r}") for (r, _), rc in ablations.row_configs(base, rows).items()]
+    if "08" in nbs:  # Figure 6: UNGER's decoder and HSTU's layers scaled on the first data set
+        from ungerlib.analyses import scaling
+
+        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in scaling.runs(cfgs[names[0]])]
     if "11" in nbs:
         for n, cfg in cfgs.items():
             jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
                      for m in overall.RERUN]
             jobs.append(job("eval_discrec", cfg, f"{n} DiscRec"))
             jobs += [job(kind, c, label) for kind, c, label in code_kinds.runs(cfg)]  # the thesis: three kinds of code
+        from ungerlib.analyses import seeds  # the claim rows at the other seeds, on the first data set
+
+        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in seeds.runs(cfgs[names[0]])]
     # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes (the
     # dual code reads two codes, one per stream)
     jobs += [job("codes", j.cfg, f"{j.cfg.data.dataset} Stage I + codes of {j.label}") for j in list(jobs)
