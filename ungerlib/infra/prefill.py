@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Protocol
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "11", "12")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "09", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -124,6 +124,11 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
             base = ablations.base_config(profile, n)
             rows = [*ablations.TABLE5, *ablations.TABLE6, *ablations.FIG8, *ablations.k_rows(base)]
             jobs += [job("eval", rc, f"{n} ablation {r}") for (r, _), rc in ablations.row_configs(base, rows).items()]
+    if "09" in nbs:  # Figure 7 and the alpha/beta sweep on Beauty: every encoder that loads offline here
+        from ungerlib.analyses import encoders
+
+        for n in encoders.datasets_of(profile, datasets):
+            jobs += [job("eval", c, f"{n} {label}") for label, c in encoders.run_configs(profile, n).items()]
     if "11" in nbs:
         for n, cfg in cfgs.items():
             jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
