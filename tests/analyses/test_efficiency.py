@@ -154,3 +154,51 @@ def test_bad_input_is_named(tables, t5):
         E.HFSearch("flash")
     with pytest.raises(E.EfficiencyError, match="no histories"):
         E.users(np.zeros((0, 6), np.int64), 3)
+
+
+def previous_beam_search(model, hist, table, beam):
+    """ungerlib.model.beam.beam_search as it was before the in-place candidates (commit ac009fe): the
+    oracle that the optimised search must equal bit for bit."""
+    B = hist.shape[0]
+    node_item = torch.from_numpy(table.node_item)
+    st, logits = model.decode_start(hist)
+    score = torch.zeros(B, 1, dtype=torch.float64)
+    items, scores = [[] for _ in range(B)], [[] for _ in range(B)]
+    for _ in range(table.max_len):
+        W = score.shape[1]
+        logp = torch.log_softmax(logits.double(), -1).view(B, W, -1)
+        child = model.next_node[st.node].view(B, W, -1)
+        cand = torch.where(child >= 0, score[..., None] + logp, -torch.inf).view(B, -1)
+        new_score, flat = cand.topk(min(beam, cand.shape[1]), dim=1)
+        parent, tok = flat // table.K, flat % table.K
+        new_node = child.view(B, -1).gather(1, flat)
+        ok = torch.isfinite(new_score)
+        leaf = ok & (node_item[new_node.clamp(min=0)] >= 0)
+        for b in torch.nonzero(leaf.any(1)).flatten().tolist():
+            items[b].append(node_item[new_node[b, leaf[b]]])
+            scores[b].append(new_score[b, leaf[b]])
+        alive = ok & ~leaf
+        if not alive.any():
+            break
+        score = torch.where(alive, new_score, -torch.inf)
+        rows = (torch.arange(B)[:, None] * W + parent).flatten()
+        logits = model.decode_step(st, rows, tok.flatten())
+    return ([torch.cat(i).numpy() if i else np.zeros(0, np.int64) for i in items],
+            [torch.cat(s).numpy() if s else np.zeros(0) for s in scores])
+
+
+@pytest.mark.parametrize("form", [LITERAL, ROW_J, dict(ROW_J, history_tokens="item")],
+                         ids=["codes only", "item tables", "item history"])
+@pytest.mark.parametrize("beam", [1, 4, 30])
+def test_optimised_beam_is_bit_identical_to_the_previous_one(tables, form, beam):
+    from ungerlib.model.beam import beam_search
+
+    varied, _ = tables
+    torch.manual_seed(3)
+    model = UNGER(varied, 8, _s2(**form), max_hist=6).eval()
+    hist = torch.from_numpy(np.random.default_rng(5).integers(-1, len(varied), size=(9, 6)))
+    hist[:, -1] = torch.from_numpy(np.random.default_rng(6).integers(len(varied), size=9))
+    with torch.no_grad():
+        new, old = beam_search(model, hist, varied, beam), previous_beam_search(model, hist, varied, beam)
+    for a, b in zip(new[0] + new[1], old[0] + old[1]):
+        assert np.array_equal(a, b)  # same items, same order, the same float64 bits
