@@ -103,27 +103,43 @@ class DualUNGER(nn.Module):
         self.eval()
         lists = {s: recommend_both(m, histories, self.tables[s], beam=beam, topk=topk, batch_size=batch_size,
                                    exclude=exclude) for s, m in self.streams.items()}
-        out = []
-        for r in range(2):  # 0: every item ranked, 1: history excluded
-            cand = [np.unique(np.concatenate([lists[s][r][0][u] for s in STREAMS])) for u in range(len(histories))]
-            cand = [c[c >= 0] for c in cand]
-            users = np.repeat(np.arange(len(histories)), [len(c) for c in cand])
-            items = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-            score = np.zeros(len(items))
-            for m in self.streams.values():
-                for b in range(0, len(items), 4096):
-                    h = torch.from_numpy(trim(histories[users[b:b + 4096]])).to(DEVICE)
-                    score[b:b + 4096] += m.code_log_prob(h, torch.from_numpy(items[b:b + 4096]).to(DEVICE)).cpu().numpy()
-            ranked = np.full((len(histories), topk), PAD, np.int64)
-            scores = np.full((len(histories), topk), -np.inf)
-            start = 0
-            for u, c in enumerate(cand):
-                sc = score[start:start + len(c)]
-                start += len(c)
-                order = np.lexsort((c, -sc))[:topk]  # best summed log-probability; ties by item id
-                ranked[u, :len(order)], scores[u, :len(order)] = c[order], sc[order]
-            out.append((ranked, scores))
-        return out[0], out[1]
+        return (self.merge(histories, {s: lists[s][0][0] for s in STREAMS}, topk),
+                self.merge(histories, {s: lists[s][1][0] for s in STREAMS}, topk))
+
+    @torch.no_grad()
+    def recommend(self, histories: np.ndarray, beam: int, topk: int,
+                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """EAGER's merge for one ranking, every item ranked (what serving a user costs): each stream's
+        beam, then :meth:`merge`. ``(items, scores)``, each [N, topk]."""
+        from ungerlib.model.beam import recommend
+
+        self.eval()
+        lists = {s: recommend(m, histories, self.tables[s], beam=beam, topk=topk, batch_size=batch_size)[0]
+                 for s, m in self.streams.items()}
+        return self.merge(histories, lists, topk)
+
+    @torch.no_grad()
+    def merge(self, histories: np.ndarray, lists: dict[str, np.ndarray], topk: int) -> tuple[np.ndarray, np.ndarray]:
+        """The union of each stream's list ``lists[s]`` [N, k] (-1 pads) per user, rescored by the sum of
+        both streams' log-probabilities of the candidate's own code, best ``topk`` kept (ties by item id)."""
+        cand = [np.unique(np.concatenate([lists[s][u] for s in STREAMS])) for u in range(len(histories))]
+        cand = [c[c >= 0] for c in cand]
+        users = np.repeat(np.arange(len(histories)), [len(c) for c in cand])
+        items = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+        score = np.zeros(len(items))
+        for m in self.streams.values():
+            for b in range(0, len(items), 4096):
+                h = torch.from_numpy(trim(histories[users[b:b + 4096]])).to(DEVICE)
+                score[b:b + 4096] += m.code_log_prob(h, torch.from_numpy(items[b:b + 4096]).to(DEVICE)).cpu().numpy()
+        ranked = np.full((len(histories), topk), PAD, np.int64)
+        scores = np.full((len(histories), topk), -np.inf)
+        start = 0
+        for u, c in enumerate(cand):
+            sc = score[start:start + len(c)]
+            start += len(c)
+            order = np.lexsort((c, -sc))[:topk]  # best summed log-probability; ties by item id
+            ranked[u, :len(order)], scores[u, :len(order)] = c[order], sc[order]
+        return ranked, scores
 
 
 def build(tables: dict[str, CodeTable], embeddings: dict[str, np.ndarray], s2: C.Stage2Config, max_hist: int,

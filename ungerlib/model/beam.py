@@ -18,21 +18,29 @@ from ungerlib.model.data import PAD
 
 @torch.no_grad()
 def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """hist [B, L] -> per user: finished item ids and their log-probs (unsorted)."""
+    """hist [B, L] -> per user: finished item ids and their log-probs (unsorted).
+
+    Each step works on the ``[B, W, K]`` candidates in place: the log-softmax (float64) gets each beam's
+    score added and the missing children masked with a boolean trie (``has_child`` [n_nodes, K], an
+    eighth of the int64 ``next_node`` rows), and only the ``beam`` survivors look their child up. The
+    same float64 operations as before on every candidate, so the same scores and the same rankings
+    (tests/analyses/test_efficiency.py keeps the previous implementation as the oracle)."""
     B, dev = hist.shape[0], hist.device
     node_item = torch.from_numpy(table.node_item).to(dev)
+    has_child = model.next_node >= 0  # [n_nodes, K] bool
     st, logits = model.decode_start(hist)
     score = torch.zeros(B, 1, dtype=torch.float64, device=dev)
     items: list[list[torch.Tensor]] = [[] for _ in range(B)]
     scores: list[list[torch.Tensor]] = [[] for _ in range(B)]
+    K = table.K
     for _ in range(table.max_len):
         W = score.shape[1]
-        logp = torch.log_softmax(logits.double(), -1).view(B, W, -1)  # [B, W, K]
-        child = model.next_node[st.node].view(B, W, -1)  # [B, W, K]
-        cand = torch.where(child >= 0, score[..., None] + logp, -torch.inf).view(B, -1)
-        new_score, flat = cand.topk(min(beam, cand.shape[1]), dim=1)  # [B, W']
-        parent, tok = flat // table.K, flat % table.K
-        new_node = child.view(B, -1).gather(1, flat)
+        cand = torch.log_softmax(logits.double(), -1).view(B, W, K)  # [B, W, K]
+        cand.add_(score[..., None]).masked_fill_(~has_child[st.node].view(B, W, K), -torch.inf)
+        new_score, flat = cand.view(B, -1).topk(min(beam, W * K), dim=1)  # [B, W']
+        parent, tok = flat // K, flat % K
+        rows = (torch.arange(B, device=dev)[:, None] * W + parent).flatten()  # each new beam's parent row
+        new_node = model.next_node[st.node[rows], tok.flatten()].view(B, -1)
         ok = torch.isfinite(new_score)
         leaf = ok & (node_item[new_node.clamp(min=0)] >= 0)
         for b in torch.nonzero(leaf.any(1)).flatten().tolist():
@@ -42,7 +50,6 @@ def beam_search(model, hist: torch.Tensor, table: CodeTable, beam: int) -> tuple
         if not alive.any():
             break
         score = torch.where(alive, new_score, -torch.inf)
-        rows = (torch.arange(B, device=dev)[:, None] * W + parent).flatten()  # each new beam's parent row
         logits = model.decode_step(st, rows, tok.flatten())
     out_i = [torch.cat(i).cpu().numpy() if i else np.zeros(0, np.int64) for i in items]
     out_s = [torch.cat(s).cpu().numpy() if s else np.zeros(0) for s in scores]
