@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator, Protocol
 from ungerlib.infra import artefacts, cli
 from ungerlib.infra import config as C
 
-NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "11", "12")  # the notebooks that read trained artefacts
+NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
 # Seconds one run of a kind took on one thread of the 2-core development machine beside another job
@@ -133,6 +133,12 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
 
         for n in encoders.datasets_of(profile, datasets):
             jobs += [job("eval", c, f"{n} {label}") for label, c in encoders.run_configs(profile, n).items()]
+    if "10" in nbs:  # Figure 2 and Table 1 time the first data set's trained models of each kind of code
+        from ungerlib.analyses import efficiency
+
+        first = cfgs[names[0]]
+        jobs += [job("stage2_dual" if c == "dual" else "stage2", efficiency.code_config(first, c), f"{names[0]} {c} model")
+                 for c in efficiency.CODES]
     if "11" in nbs:
         for n, cfg in cfgs.items():
             jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
