@@ -76,3 +76,10 @@ def test_bench_flops_counts_both_stages_and_the_encoding():
     gflop = {s: float(re.search(rf"{s}: ([0-9.]+) GFLOP per step", out).group(1)) for s in ("stage1", "stage2")}
     assert gflop["stage1"] > 1 and gflop["stage2"] > 1  # the paper profile's models, batch 256
     assert re.search(r"encoding: \d+ tokens, [0-9.]+ PFLOP", out)
+
+
+def test_bench_hf_generate_times_every_configuration_on_valid_lists():
+    out = run_bench("bench_hf_generate.py", "--profile", "smoke", "--dataset", "synthetic", "--users", "6",
+                    "--beams", "4", "--topk", "3", "--repeats", "1", "--threads", "1")
+    assert "every list valid and distinct: True" in out
+    assert "HF best / ours" in out and "eager" in out and "sdpa" in out  # both attention implementations
