@@ -1,6 +1,12 @@
 """Run the notebooks twice from empty caches and check that every table comes out byte for byte.
 
     python tools/check_determinism.py [--profile smoke] [--only 01 02 04] [--keep DIR]
+    python tools/check_determinism.py --fresh DIR       # one reproduction from empty caches into DIR
+    python tools/check_determinism.py --compare A B     # compare two figures folders
+
+CI (``.ci/run``) runs one ``--fresh`` reproduction beside ``make test`` and compares it with the tables
+that ``make test``'s own smoke run wrote (``build/smoke/figures``): one reproduction fewer than two
+fresh ones, and a cache that the tests warmed against one that starts empty is the stricter check.
 
 Each run is ``python -m ungerlib reproduce --profile P`` in a fresh process with its own empty
 ``UNGER_ARTEFACTS`` and ``UNGER_FIGURES`` folders, so every artefact is rebuilt. Then every
@@ -107,13 +113,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", help="keep both runs' folders under this path (default: a temporary folder)")
     ap.add_argument("--one-after-the-other", action="store_true",
                     help="run the two reproductions in turn (default: side by side, as two processes)")
+    ap.add_argument("--fresh", metavar="DIR", help="only one reproduction, from empty caches, into DIR "
+                    "(DIR/artefacts, DIR/figures); compare it later with --compare")
+    ap.add_argument("--compare", nargs=2, metavar=("A", "B"), help="only compare two figures folders")
     a = ap.parse_args(argv)
+    if a.fresh:
+        folder = Path(a.fresh)
+        if (folder / "artefacts").exists() or (folder / "figures").exists():
+            raise SystemExit(f"[determinism] {folder} is not empty: a fresh run needs empty caches")
+        run_all(a.profile, a.only, [folder], side_by_side=False)
+        return 0
+    if a.compare:
+        return report(*map(Path, a.compare))
     with tempfile.TemporaryDirectory(prefix="unger-determinism-") as tmp:
         base = Path(a.keep) if a.keep else Path(tmp)
         runs = [base / "run1", base / "run2"]
         run_all(a.profile, a.only, runs, side_by_side=not a.one_after_the_other)
-        diffs = compare(runs[0] / "figures", runs[1] / "figures")
-        n = len([p for p in (runs[0] / "figures").iterdir() if p.suffix in COMPARED])
+        return report(runs[0] / "figures", runs[1] / "figures")
+
+
+def report(a: Path, b: Path) -> int:
+    """Print every difference between the tables of figures folders ``a`` and ``b``; exit status 1 on any."""
+    for folder in (a, b):
+        if not folder.is_dir():
+            raise SystemExit(f"[determinism] no figures folder {folder}")
+    diffs = compare(a, b)
+    n = len([p for p in a.iterdir() if p.suffix in COMPARED])
     for d in diffs:
         print("DIFFERS", d)
     print(f"[determinism] {n} table files, {len(diffs)} differ (wall-clock *_s columns ignored)", flush=True)

@@ -247,3 +247,21 @@ def test_provenance_records_the_cpu_and_the_flush_to_zero_mode(tmp_path):
     assert store.cpu_name(tmp_path / "missing") != ""
     env = store.provenance({"seed": 1})["env"]
     assert env["flush_denormal"] == "True"  # import ungerlib turned the mode on (runtime.flush_denormals)
+
+
+def test_determinism_compare_mode_and_a_fresh_run_into_a_used_folder_are_checked(tmp_path, capsys):
+    sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
+    import check_determinism as cd
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d in (a, b):
+        (d / "t.csv").write_text("x,train_s\n1,2\n" if d is a else "x,train_s\n1,9\n")
+    assert cd.main(["--compare", str(a), str(b)]) == 0
+    (b / "t.csv").write_text("x,train_s\n2,2\n")
+    assert cd.main(["--compare", str(a), str(b)]) == 1 and "DIFFERS t.csv" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no figures folder"):
+        cd.main(["--compare", str(a), str(tmp_path / "missing")])
+    (tmp_path / "used" / "artefacts").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="not empty"):
+        cd.main(["--fresh", str(tmp_path / "used")])
