@@ -67,7 +67,7 @@ print(f"{name}: {len(hist)} test users, {torch.get_num_threads()} torch thread(s
 # %%
 times = efficiency.time_decoders(decoders, hist, timing)
 fig2 = efficiency.figure2(times)
-report.save_figure(fig2, "fig2_inference_speed", times, cfgs)
+report.save_figure(fig2, "fig2_inference_speed", times, cfgs, wall_clock=True)
 ratio = times.loc[("dual", efficiency.PAPER_BEAM), "x unified"]
 display(Markdown(
     f"At beam {efficiency.PAPER_BEAM}, top {efficiency.PAPER_TOPK}, the dual code takes "
@@ -153,8 +153,9 @@ if hf:
     grid = efficiency.hf_grid(ours, uni_table, t5, splits.test.history, beams=(20, 50), topk=20,
                               users_n=min(n_users, 256), repeats=repeats)
     summary = efficiency.hf_summary(grid)
-    report.save_table(grid, "hf_generate_grid", cfgs, legend=f"{name}, unified code's trie, top 20, untrained weights")
-    report.save_table(summary, "hf_generate_summary", cfgs, legend=f"{name}, unified code's trie, top 20")
+    report.save_table(grid, "hf_generate_grid", cfgs, legend=f"{name}, unified code's trie, top 20, untrained weights",
+                      wall_clock=True)
+    report.save_table(summary, "hf_generate_summary", cfgs, legend=f"{name}, unified code's trie, top 20", wall_clock=True)
     display(Markdown(" ".join(
         f"At beam {b}, ours takes {r['ours (ms per user)']:.2f} ms per user, Hugging Face's usual call "
         f"{r['HF usual (ms per user)']:.2f} ({r['HF usual / ours']:.1f}x) and its fastest configuration "
@@ -172,7 +173,7 @@ if hf:
 if hf:
     prof = pd.concat([efficiency.beam_profile(ours, uni_table, hist[:256], b) for b in (20, 50)], axis=1)
     prof.loc["total"] = prof.sum()
-    report.save_table(prof, "beam_profile", cfgs, legend=f"{name}, untrained profiles' decoder, top 5")
+    report.save_table(prof, "beam_profile", cfgs, legend=f"{name}, untrained profiles' decoder, top 5", wall_clock=True)
     prof
 
 # %%

@@ -5,14 +5,15 @@
     python tools/check_determinism.py --compare A B     # compare two figures folders
 
 CI (``.ci/run``) runs one ``--fresh`` reproduction beside ``make test`` and compares it with the tables
-that ``make test``'s own smoke run wrote (``build/smoke/figures``): one reproduction fewer than two
-fresh ones, and a cache that the tests warmed against one that starts empty is the stricter check.
+that ``make test``'s own smoke run wrote (``build/smoke/figures``, from caches that start empty on a
+fresh machine too): one reproduction fewer than two fresh ones.
 
 Each run is ``python -m ungerlib reproduce --profile P`` in a fresh process with its own empty
 ``UNGER_ARTEFACTS`` and ``UNGER_FIGURES`` folders, so every artefact is rebuilt. Then every
 ``.csv`` and ``.md`` of the two runs is compared byte for byte, except columns of wall-clock
-seconds (named ``*_s`` in a CSV, e.g. ``train_s``, and ``... (s)`` in a Markdown table, e.g.
-``training time (s)``), which are dropped from both sides first. Provenance
+time (named ``*_s`` in a CSV, e.g. ``train_s``, and ``... (s)`` or ``... (ms)`` in a table, e.g.
+``training time (s)``), which are dropped from both sides first, and tables that measure time as a
+whole (provenance ``"wall_clock": true``, e.g. notebook 10's timings), which are not compared. Provenance
 records (timestamps) and PNGs (renderer metadata) are not compared. Exit status 1 on any difference.
 
 The guarantee is for one machine: see docs/REPRODUCIBILITY.md for what differs across machines.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import subprocess
 import sys
@@ -34,9 +36,19 @@ COMPARED = (".csv", ".md")
 
 
 def _is_timing(name: str) -> bool:
-    """A wall-clock column: ``*_s`` in a CSV, ``... (s)`` in a Markdown table (``report.label``)."""
+    """A wall-clock column: ``*_s`` in a CSV, ``... (s)`` or ``... (ms)`` in a Markdown table (``report.label``)."""
     name = name.strip()
-    return name.endswith("_s") or name.endswith("(s)")
+    return name.endswith("_s") or name.endswith("(s)") or name.endswith("(ms)")
+
+
+def is_wall_clock(table: Path) -> bool:
+    """A table that measures time as a whole (its provenance says ``"wall_clock": true``: notebook 10's
+    timings, where every number, ratio and winner comes from a clock)."""
+    prov = table.with_name(table.name.rsplit(".", 1)[0] + ".provenance.json")
+    try:
+        return bool(json.loads(prov.read_text()).get("wall_clock"))
+    except (OSError, ValueError):
+        return False
 
 
 HEADER_ROWS = 3  # a CSV of a table with MultiIndex columns has one header row per level
@@ -68,13 +80,16 @@ def comparable(path: Path) -> list[list[str]]:
 
 
 def compare(a: Path, b: Path) -> list[str]:
-    """Differences between the tables of folders ``a`` and ``b``: one line each (empty: identical)."""
+    """Differences between the tables of folders ``a`` and ``b``: one line each (empty: identical).
+    Tables that measure time as a whole (:func:`is_wall_clock`) are not compared, only required in both."""
     names = sorted({p.name for d in (a, b) for p in d.iterdir() if p.suffix in COMPARED})
     out = []
     for name in names:
         pa, pb = a / name, b / name
         if not (pa.exists() and pb.exists()):
             out.append(f"{name}: only in {'the first' if pa.exists() else 'the second'} run")
+            continue
+        if is_wall_clock(pa) or is_wall_clock(pb):
             continue
         ra, rb = comparable(pa), comparable(pb)
         if ra != rb:
@@ -138,10 +153,12 @@ def report(a: Path, b: Path) -> int:
         if not folder.is_dir():
             raise SystemExit(f"[determinism] no figures folder {folder}")
     diffs = compare(a, b)
-    n = len([p for p in a.iterdir() if p.suffix in COMPARED])
+    tables = [p for p in a.iterdir() if p.suffix in COMPARED]
+    clocks = sum(map(is_wall_clock, tables))
     for d in diffs:
         print("DIFFERS", d)
-    print(f"[determinism] {n} table files, {len(diffs)} differ (wall-clock *_s columns ignored)", flush=True)
+    print(f"[determinism] {len(tables) - clocks} table files compared, {len(diffs)} differ (wall-clock columns "
+          f"*_s, (s) and (ms) ignored; {clocks} timing tables not compared)", flush=True)
     return 1 if diffs else 0
 
 

@@ -265,3 +265,20 @@ def test_determinism_compare_mode_and_a_fresh_run_into_a_used_folder_are_checked
     (tmp_path / "used" / "artefacts").mkdir(parents=True)
     with pytest.raises(SystemExit, match="not empty"):
         cd.main(["--fresh", str(tmp_path / "used")])
+
+
+def test_determinism_skips_timing_tables_and_millisecond_columns(tmp_path):
+    """Notebook 10's timings differ from run to run by nature: a table whose provenance says
+    ``wall_clock`` is not compared, nor is a ``(ms)`` column; every other cell still is."""
+    sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
+    import check_determinism as cd
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d, ms in ((a, 1.5), (b, 2.5)):
+        (d / "speed.csv").write_text(f"code,ms per user,x unified\nunified,{ms},1\ndual,{2 * ms},{ms}\n")
+        (d / "speed.provenance.json").write_text('{"wall_clock": true}')
+        (d / "costs.csv").write_text(f"code,parameters,decoding time per user (ms)\nunified,100,{ms}\n")
+    assert cd.compare(a, b) == []
+    (b / "costs.csv").write_text("code,parameters,decoding time per user (ms)\nunified,101,2.5\n")
+    assert [d.split(":")[0] for d in cd.compare(a, b)] == ["costs.csv"]

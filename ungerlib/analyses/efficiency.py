@@ -282,7 +282,7 @@ def costs(decoders: dict[str, Decoder], histories: np.ndarray, times: pd.DataFra
         if times is not None and code in times.index.get_level_values("code"):
             t = times.xs(code, level="code")
             b = beam if beam in t.index else int(t.index.max())
-            row[f"ms per user (beam {b}, top {topk})"] = float(t.loc[b, "ms per user"])
+            row[f"decoding time per user, beam {b}, top {topk} (ms)"] = float(t.loc[b, "ms per user"])
         rows.append(row)
     out = pd.DataFrame(rows).set_index("code")
     out["bytes, codes + item tables"] = out["code bytes"] + out["item table bytes"]

@@ -88,7 +88,7 @@ def _unger_point(cfg: C.RunConfig) -> dict[str, Any]:
     m = evaluate_stage2(cfg)
     best = max(hist, key=lambda h: h["valid_ndcg@20"])
     return {"metrics": m, "parameters": sum(p.numel() for p in model.parameters()),
-            "s / epoch": float(np.mean([h["train_s"] for h in hist])), "epochs run": len(hist),
+            "epoch time (s)": float(np.mean([h["train_s"] for h in hist])), "epochs run": len(hist),
             "best epoch": best["epoch"], "epoch cap": cfg.stage2.epochs}
 
 
@@ -98,7 +98,7 @@ def _hstu_point(cfg: C.RunConfig, layers: int) -> dict[str, Any]:
     r = table3.run(cfg, HSTU, hstu_params(cfg, layers))
     hist = json.loads((Path(r.path) / "history.json").read_text())
     return {"metrics": r.metrics, "parameters": r.info.get("parameters"),
-            "s / epoch": float(np.mean([h["train_s"] for h in hist])) if hist else np.nan,
+            "epoch time (s)": float(np.mean([h["train_s"] for h in hist])) if hist else np.nan,
             "epochs run": r.info.get("epochs_run"), "best epoch": r.info.get("best_epoch"),
             "epoch cap": r.info.get("settings", {}).get("epochs")}
 
@@ -108,7 +108,7 @@ def _line(row: str, enc: int, dec: int, p: dict[str, Any]) -> dict[str, Any]:
     return {"row": row, "layers": dec, "encoder layers": enc,
             "test recall@20": m["test_all"]["recall@20"], "test ndcg@20": m["test_all"]["ndcg@20"],
             "test excl recall@20": m["test_excl"]["recall@20"], "test excl ndcg@20": m["test_excl"]["ndcg@20"],
-            "valid ndcg@20": m["valid_all"]["ndcg@20"], "parameters": p["parameters"], "s / epoch": p["s / epoch"],
+            "valid ndcg@20": m["valid_all"]["ndcg@20"], "parameters": p["parameters"], "epoch time (s)": p["epoch time (s)"],
             "epochs run": p["epochs run"], "best epoch": p["best epoch"], "epoch cap": p["epoch cap"]}
 
 
