@@ -101,6 +101,7 @@ def compare(a: Path, b: Path) -> list[str]:
 
 def start(profile: str, only: list[str] | None, folder: Path) -> subprocess.Popen:
     """One reproduction into ``folder``, started in its own process (not waited for)."""
+    folder = folder.resolve()  # the notebooks' kernels run in notebooks/: a relative path would land there
     env = {**os.environ, "UNGER_ARTEFACTS": str(folder / "artefacts"), "UNGER_FIGURES": str(folder / "figures")}
     cmd = [sys.executable, "-m", "ungerlib.infra.reproduce", "--profile", profile] + (["--only", *only] if only else [])
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)

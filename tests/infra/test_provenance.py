@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -282,3 +283,17 @@ def test_determinism_skips_timing_tables_and_millisecond_columns(tmp_path):
     assert cd.compare(a, b) == []
     (b / "costs.csv").write_text("code,parameters,decoding time per user (ms)\nunified,101,2.5\n")
     assert [d.split(":")[0] for d in cd.compare(a, b)] == ["costs.csv"]
+
+
+def test_determinism_runs_get_absolute_cache_paths(tmp_path, monkeypatch):
+    """The notebooks' kernels run in notebooks/: a relative UNGER_FIGURES would write the tables there
+    (what CI met with ``--fresh build/determinism``)."""
+    sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
+    import check_determinism as cd
+
+    seen = {}
+    monkeypatch.setattr(cd.subprocess, "Popen", lambda cmd, cwd, env, stdout: seen.update(env) or "started")
+    monkeypatch.chdir(tmp_path)
+    assert cd.start("smoke", None, Path("build/determinism")) == "started"
+    assert seen["UNGER_FIGURES"] == str(tmp_path / "build" / "determinism" / "figures")
+    assert seen["UNGER_ARTEFACTS"] == str(tmp_path / "build" / "determinism" / "artefacts")
