@@ -79,6 +79,21 @@ def test_the_figures_plan_names_make_tune_where_a_baseline_is_not_tuned(tuned_ev
         prefill.plan("cpu", ["11"], ["Beauty"])
 
 
+def test_skip_untuned_plans_everything_but_the_untuned_baselines_and_names_them(tuned_everywhere):
+    del tuned_everywhere["baselines"]["Beauty"]["HSTU"]
+    lines: list[str] = []
+    jobs = prefill.plan("cpu", ["08", "11"], ["Beauty"], skip_untuned=True, log=lines.append)
+    assert not [j for j in jobs if j.kind == "baseline.HSTU"]  # neither Table 3's, the seeds' nor the scaling's
+    assert [j for j in jobs if j.kind == "baseline.SASRec"]  # still tuned: planned
+    assert [j for j in jobs if j.kind == "eval_dual"] and [j for j in jobs if "decoder layers" in j.label]
+    assert lines == ["[prefill] not planned, not tuned at their current grids (make tune PROFILE=cpu): HSTU on Beauty"]
+    everything = prefill.plan("cpu", ["08", "11"], ["Beauty"], skip_untuned=True, log=lines.append)
+    tuned_everywhere["baselines"]["Beauty"]["HSTU"] = {"params": table3.grid("cpu", "HSTU")[0]}
+    with_hstu = prefill.plan("cpu", ["08", "11"], ["Beauty"])
+    assert set(everything) < set(with_hstu)
+    assert {j.kind for j in set(with_hstu) - set(everything)} == {"baseline.HSTU"}
+
+
 def test_dry_run_prints_the_total_and_an_estimate(capsys, tuned_everywhere):
     assert prefill.main(["--profile", "cpu", "--only", "04", "--datasets", "Beauty", "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()

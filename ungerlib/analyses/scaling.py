@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -58,23 +58,30 @@ def unger_config(cfg: C.RunConfig, row: str, dec_layers: int, enc_layers: int = 
         stage2={"dec_layers": int(dec_layers), "enc_layers": int(enc_layers)})
 
 
-def hstu_params(cfg: C.RunConfig, layers: int) -> dict[str, Any]:
-    """HSTU's tuned setting on ``cfg``'s data set with ``layers`` layers."""
+def hstu_params(cfg: C.RunConfig, layers: int, tuned: dict[str, Any] | None = None) -> dict[str, Any]:
+    """HSTU's tuned setting on ``cfg``'s data set (or ``tuned``) with ``layers`` layers."""
     from ungerlib.analyses import tuning
 
-    return {**tuning.selected(cfg.profile, cfg.data.dataset, HSTU), "blocks": int(layers)}
+    return {**(tuned or tuning.selected(cfg.profile, cfg.data.dataset, HSTU)), "blocks": int(layers)}
 
 
-def runs(cfg: C.RunConfig, depth_list: list[int] | None = None, encoder_point: bool = False
+def runs(cfg: C.RunConfig, depth_list: list[int] | None = None, encoder_point: bool = False,
+         selected: Callable[[str, str, str], dict[str, Any] | None] | None = None
          ) -> list[tuple[str, C.RunConfig, str, dict[str, Any]]]:
-    """``(artefact kind, config, label, extra)`` of every point, for ``prefill``."""
+    """``(artefact kind, config, label, extra)`` of every point, for ``prefill``. ``selected`` gives HSTU's
+    tuned setting (default :func:`ungerlib.analyses.tuning.selected`); where it gives None, HSTU's points
+    are left out."""
     from ungerlib.infra import artefacts
 
+    from ungerlib.analyses import tuning
+
     ds = cfg.data.dataset
+    tuned = (selected or tuning.selected)(cfg.profile, ds, HSTU)
     out = []
     for d in depth_list or depths(cfg.profile):
         out += [("eval", unger_config(cfg, row, d), f"{ds} {row}, {d} decoder layers", {}) for row in FORMS]
-        out.append((artefacts.baseline_kind(HSTU), cfg, f"{ds} HSTU, {d} layers", {"params": hstu_params(cfg, d)}))
+        if tuned is not None:
+            out.append((artefacts.baseline_kind(HSTU), cfg, f"{ds} HSTU, {d} layers", {"params": hstu_params(cfg, d, tuned)}))
     if encoder_point:
         e, d = ENCODER_POINT
         out.append(("eval", unger_config(cfg, next(iter(FORMS)), d, e), f"{ds} {next(iter(FORMS))}, {e} + {d} layers", {}))

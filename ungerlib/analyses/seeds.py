@@ -15,7 +15,7 @@ keeps the setting ``make tune`` selected at the profile's seed; only its seed ch
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -41,9 +41,12 @@ def claim_rows() -> list[str]:
     return [*table3.UNGER_ROWS, *(ck.row(k, f) for k in ("semantic", "dual") for f in ck.FORMS), *BASELINES]
 
 
-def runs(cfg: C.RunConfig) -> list[tuple[str, C.RunConfig, str, dict[str, Any]]]:
+def runs(cfg: C.RunConfig, selected: Callable[[str, str, str], dict[str, Any] | None] | None = None
+         ) -> list[tuple[str, C.RunConfig, str, dict[str, Any]]]:
     """``(artefact kind, config, label, extra)`` of every run :func:`rows` reads at the seeds after the
-    profile's own (those the profile's runs of notebook 11 already hold), for ``prefill``."""
+    profile's own (those the profile's runs of notebook 11 already hold), for ``prefill``. ``selected``
+    gives a baseline's tuned setting (default :func:`ungerlib.analyses.tuning.selected`); a baseline it
+    gives None for is left out."""
     from ungerlib.analyses import code_kinds as ck
     from ungerlib.analyses import table3, tuning
     from ungerlib.infra import artefacts
@@ -59,8 +62,8 @@ def runs(cfg: C.RunConfig) -> list[tuple[str, C.RunConfig, str, dict[str, Any]]]
                 for lam in neighbours.GRID if any(lam)]
         out += [(kind, rc, f"{tag} {label.split(' ', 1)[1]}", {}) for kind, rc, label in ck.runs(c)
                 if kind == "eval_dual" or rc.stage1.variant == "semantic"]
-        out += [(artefacts.baseline_kind(m), c, f"{tag} {m} (tuned)",
-                 {"params": tuning.selected(cfg.profile, cfg.data.dataset, m)}) for m in BASELINES]
+        out += [(artefacts.baseline_kind(m), c, f"{tag} {m} (tuned)", {"params": p}) for m in BASELINES
+                if (p := (selected or tuning.selected)(cfg.profile, cfg.data.dataset, m)) is not None]
     return out
 
 

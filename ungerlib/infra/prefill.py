@@ -75,12 +75,35 @@ def job(kind: str, cfg: C.RunConfig, label: str, **extra: Any) -> Job:
     return Job(kind, artefacts.key_hash(kind, cfg, **extra), cfg, label, extra)
 
 
-def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None) -> list[Job]:
+def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None,
+         skip_untuned: bool = False, log: Callable[[str], None] = print) -> list[Job]:
     """The runs the chosen notebooks read (default: all), deduplicated, shallow kinds first. The configs
-    are built as the notebooks build them (their default parameters)."""
+    are built as the notebooks build them (their default parameters).
+
+    A baseline the notebooks read at its tuned setting needs ``make tune``'s selection at the current
+    grid: without one, planning stops with a line that names ``make tune``; with ``skip_untuned`` those
+    baselines are left out instead (one ``log`` line names them) and everything else is planned, so the
+    UNGER side can train before the grids are tuned."""
     from ungerlib.analyses import ablations, code_kinds, stage2_grid as levers, table3 as overall, tuning
+    from ungerlib.infra import cli
     from ungerlib.model import neighbours
     from ungerlib.infra.report import profile_datasets
+
+    untuned: list[str] = []
+
+    def selected(profile: str, dataset: str, model: str) -> dict[str, Any] | None:
+        """``tuning.selected``, or None (noted) for a baseline not tuned at its current grid."""
+        try:
+            return tuning.selected(profile, dataset, model)
+        except cli.Failed:
+            if not skip_untuned:
+                raise
+            untuned.append(f"{model} on {dataset}")
+            return None
+
+    def tuned_jobs(cfg: C.RunConfig, name: str, models: tuple[str, ...]) -> list[Job]:
+        return [job(artefacts.baseline_kind(m), cfg, f"{name} {m} (tuned)", params=p)
+                for m in models if (p := selected(profile, name, m)) is not None]
 
     nbs = list(NOTEBOOKS) if not notebooks else notebooks
     unknown = [n for n in nbs if n not in (*NOTEBOOKS, TUNE)]
@@ -107,8 +130,8 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     if "04" in nbs:
         jobs += [job("eval", levers.lever_config(c, r, levers.FULL), f"{n} full-budget {r[:1]}")
                  for n, c in cfgs.items() for r in levers.CONFIRM]
-        jobs += [job(artefacts.baseline_kind("SASRec"), c, f"{n} SASRec (tuned)", params=tuning.selected(profile, n, "SASRec"))
-                 for n, c in cfgs.items()]
+        for n, c in cfgs.items():
+            jobs += tuned_jobs(c, n, ("SASRec",))
     if {"02", "06", "07"} & set(nbs):  # notebook 02 (every data set), 06 and 07 (Beauty) read DIN alone too
         for n in (names if "02" in nbs else datasets or (["synthetic"] if profile == "smoke" else ["Beauty"])):
             jobs.append(job("stage1", C.variant(C.profile(profile, dataset=n), "collaborative_only"),
@@ -127,7 +150,7 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     if "08" in nbs:  # Figure 6: UNGER's decoder and HSTU's layers scaled on the first data set
         from ungerlib.analyses import scaling
 
-        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in scaling.runs(cfgs[names[0]])]
+        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in scaling.runs(cfgs[names[0]], selected=selected)]
     if "09" in nbs:  # Figure 7 and the alpha/beta sweep on Beauty: every encoder that loads offline here
         from ungerlib.analyses import encoders
 
@@ -141,13 +164,12 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
                  for c in efficiency.CODES]
     if "11" in nbs:
         for n, cfg in cfgs.items():
-            jobs += [job(artefacts.baseline_kind(m), cfg, f"{n} {m} (tuned)", params=tuning.selected(profile, n, m))
-                     for m in overall.RERUN]
+            jobs += tuned_jobs(cfg, n, overall.RERUN)
             jobs.append(job("eval_discrec", cfg, f"{n} DiscRec"))
             jobs += [job(kind, c, label) for kind, c, label in code_kinds.runs(cfg)]  # the thesis: three kinds of code
         from ungerlib.analyses import seeds  # the claim rows at the other seeds, on the first data set
 
-        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in seeds.runs(cfgs[names[0]])]
+        jobs += [job(kind, c, label, **extra) for kind, c, label, extra in seeds.runs(cfgs[names[0]], selected)]
     # what every Stage II run reads comes first: the text embeddings, then Stage I and the codes (the
     # dual code reads two codes, one per stream)
     jobs += [job("codes", j.cfg, f"{j.cfg.data.dataset} Stage I + codes of {j.label}") for j in list(jobs)
@@ -162,6 +184,9 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     # a run that an evaluation of the same config builds anyway is not a job of its own
     evaluated = {artefacts.key_hash("stage2", j.cfg) for j in jobs if j.kind == "eval"}
     jobs = [j for j in jobs if not (j.kind == "stage2" and j.key_hash in evaluated)]
+    if untuned:
+        log(f"[prefill] not planned, not tuned at their current grids (make tune PROFILE={profile}): "
+            + ", ".join(dict.fromkeys(untuned)))
     return sorted(dict.fromkeys(jobs), key=lambda j: j.phase)
 
 
@@ -376,7 +401,7 @@ def _main(a: argparse.Namespace) -> None:
     from ungerlib.infra import runtime
 
     check_options(a)
-    jobs = plan(a.profile, a.only, a.datasets)
+    jobs = plan(a.profile, a.only, a.datasets, skip_untuned=a.skip_untuned, log=runtime.log)
     if a.dry_run:
         n = a.jobs or os.cpu_count() or 1
         states = [j.state() for j in jobs]
@@ -408,6 +433,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs at once (local: worker processes, default one per core; slurm: array parallelism)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether each is built; build nothing")
+    ap.add_argument("--skip-untuned", action="store_true",
+                    help="leave out the baselines that make tune has not selected at their current grids (one line "
+                         "names them) instead of stopping; everything else is planned")
     ap.add_argument("--executor", choices=("local", "slurm", "submitit-local"), default="local",
                     help="where the runs execute: worker processes here (default), SLURM jobs through submitit, "
                          "or submitit's local executor (the SLURM path without a cluster)")
