@@ -291,15 +291,20 @@ def state(kind: str, key: dict[str, Any], root: str | Path | None = None) -> str
     return "checkpoint" if work.is_dir() and any(work.iterdir()) else "missing"
 
 
+def _reused(kind: str, key: dict[str, Any], final: Path) -> Artefact:
+    """The built artefact in ``final``, recorded as read with the code hash of its provenance."""
+    art = Artefact(final)
+    record_read(kind, key, art.provenance.get("code_hash"))
+    return art
+
+
 def read(kind: str, key: dict[str, Any], root: str | Path | None = None) -> Artefact:
     """The built artefact ``kind`` for ``key``, recorded as read; ``KeyError`` (one line, with the key's
     hash) when it is not built. Never builds, and touches nothing in the store."""
     final = path(kind, key, root)
     if not final.is_dir():
         raise KeyError(f"no built {kind} {final.name} in {final.parent.parent}")
-    art = Artefact(final)
-    record_read(kind, key, art.provenance.get("code_hash"))
-    return art
+    return _reused(kind, key, final)
 
 
 def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = False,
@@ -323,8 +328,7 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
         return _cached(kind, key, build, force, root, verbose, record)
     final = path(kind, key, root)
     if distributed.broadcast(final.exists() and not force):  # rank 0 decides, for every rank
-        record_read(kind, key, Artefact(final).provenance.get("code_hash"))
-        return Artefact(final)
+        return _reused(kind, key, final)
     if g.is_main():
         if together:
             art = _cached(kind, key, build, force, root, verbose, record)
@@ -339,8 +343,7 @@ def cached(kind: str, key: dict[str, Any], build: Builder, *, force: bool = Fals
             shutil.rmtree(scratch, ignore_errors=True)
     distributed.barrier()  # rank 0's folder is in place
     if not g.is_main():
-        art = Artefact(final)
-        record_read(kind, key, art.provenance.get("code_hash"))
+        art = _reused(kind, key, final)
     return art
 
 
@@ -351,8 +354,7 @@ def _cached(kind: str, key: dict[str, Any], build: Builder, force: bool, root: s
     if final.exists() and not force:
         if verbose:
             runtime.log(f"[store] reusing {kind} {final.name}")
-        record_read(kind, key, Artefact(final).provenance.get("code_hash"))
-        return Artefact(final)
+        return _reused(kind, key, final)
     sweep(final.parent)  # a killed build's leftovers (never a live build's, nor a checkpoint)
     work = work_dir(kind, key, root)
     work.mkdir(parents=True, exist_ok=True)
