@@ -19,8 +19,6 @@ budget with early stopping on validation, so the depth is the only difference wi
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -71,9 +69,8 @@ def runs(cfg: C.RunConfig, depth_list: list[int] | None = None, encoder_point: b
     """``(artefact kind, config, label, extra)`` of every point, for ``prefill``. ``selected`` gives HSTU's
     tuned setting (default :func:`ungerlib.analyses.tuning.selected`); where it gives None, HSTU's points
     are left out."""
-    from ungerlib.infra import artefacts
-
     from ungerlib.analyses import tuning
+    from ungerlib.infra import artefacts
 
     ds = cfg.data.dataset
     tuned = (selected or tuning.selected)(cfg.profile, ds, HSTU)
@@ -103,7 +100,7 @@ def _hstu_point(cfg: C.RunConfig, layers: int) -> dict[str, Any]:
     from ungerlib.analyses import table3
 
     r = table3.run(cfg, HSTU, hstu_params(cfg, layers))
-    hist = json.loads((Path(r.path) / "history.json").read_text())
+    hist = r.history()
     return {"metrics": r.metrics, "parameters": r.info.get("parameters"),
             "epoch time (s)": float(np.mean([h["train_s"] for h in hist])) if hist else np.nan,
             "epochs run": r.info.get("epochs_run"), "best epoch": r.info.get("best_epoch"),

@@ -150,6 +150,10 @@ class RunResult:
             raise BaselineError(f"unknown ranking {tag!r}; known: {TAGS}")
         return np.load(Path(self.path) / f"{tag}.npy")
 
+    def history(self) -> list[dict[str, float]]:
+        """The per-epoch validation record (``history.json``)."""
+        return Artefact(Path(self.path)).json("history")
+
 
 # what a builder returns: the four rankings, the per-epoch history and free-form info
 Trained = tuple[dict[str, np.ndarray], list[dict[str, float]], dict[str, Any]]

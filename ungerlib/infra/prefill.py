@@ -85,7 +85,6 @@ def plan(profile: str, notebooks: list[str] | None = None, datasets: list[str] |
     baselines are left out instead (one ``log`` line names them) and everything else is planned, so the
     UNGER side can train before the grids are tuned."""
     from ungerlib.analyses import ablations, code_kinds, stage2_grid as levers, table3 as overall, tuning
-    from ungerlib.infra import cli
     from ungerlib.model import neighbours
     from ungerlib.infra.report import profile_datasets
 
