@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 
+import pandas as pd
 import torch
 
 
@@ -36,21 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     from ungerlib.analyses import efficiency
     from ungerlib.infra import config
     from ungerlib.model import codes, data
-    from ungerlib.model.stage2 import UNGER
 
     cfg = config.profile(a.profile, dataset=a.dataset)
     _, splits = data.get_splits(cfg)
     table = codes.item_codes(efficiency.code_config(cfg, "unified"))
-    s2 = cfg.stage2
-    torch.manual_seed(cfg.seed)
-    ours = UNGER(table, cfg.stage1.dim, s2, splits.max_len).eval()  # d_int: the integrated embedding (IKD)
-    t5 = efficiency.t5_model(s2, table, seed=cfg.seed)
+    # the profiles' decoder (as notebook 10); IKD's width is Stage I's integrated embedding's
+    ours, t5 = efficiency.untrained_pair(efficiency.code_config(cfg, "unified + item tables"), table,
+                                         cfg.stage1.dim, splits.max_len)
     print(f"{a.dataset}: {len(table)} items, ours {efficiency.parameters(ours):,} parameters, "
           f"T5 {efficiency.parameters(t5):,}; {torch.get_num_threads()} thread(s), {a.users} users", flush=True)
     grid = efficiency.hf_grid(ours, table, t5, splits.test.history, beams=tuple(a.beams), topk=a.topk,
                               users_n=a.users, repeats=a.repeats)
     summary = efficiency.hf_summary(grid)
-    with_pd_options(lambda: print(grid.round(3).to_string(), "\n\n", summary.round(3).to_string(), flush=True))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(grid.round(3).to_string(), "\n\n", summary.round(3).to_string(), flush=True)
     print(f"every list valid and distinct: {bool(grid['valid, distinct items'].all())}")
     if a.json:
         with open(a.json, "w") as f:
@@ -58,13 +58,6 @@ def main(argv: list[str] | None = None) -> int:
                        "grid": json.loads(grid.reset_index().to_json(orient="records")),
                        "threads": torch.get_num_threads(), "users": a.users, "dataset": a.dataset}, f, indent=1)
     return 0
-
-
-def with_pd_options(fn) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        fn()
 
 
 if __name__ == "__main__":

@@ -139,14 +139,11 @@ if hf:
 
 # %%
 if hf:
-    from ungerlib.model.stage2 import UNGER
-
     uni_table = decoders["unified"].tables[""]
     device = next(decoders["unified"].model.parameters()).device
-    torch.manual_seed(cfg.seed)
-    d_int = decoders["unified + item tables"].model.ikd.out_features
-    ours = UNGER(uni_table, d_int, s2, splits.max_len).eval().to(device)
-    t5 = efficiency.t5_model(s2, uni_table, seed=cfg.seed, device=device)
+    profiles_decoder = decoders["unified + item tables"]
+    ours, t5 = efficiency.untrained_pair(profiles_decoder.cfg, uni_table, profiles_decoder.model.ikd.out_features,
+                                         splits.max_len, device)
     sizes = pd.Series({"ours (untrained, profiles' decoder)": efficiency.parameters(ours),
                        "T5 (untrained)": efficiency.parameters(t5)}, name="parameters")
     display(sizes.to_frame())

@@ -326,6 +326,17 @@ def t5_model(s2: C.Stage2Config, table: CodeTable, seed: int = 0, attn: str = "s
     return T5ForConditionalGeneration(t5_config(s2, table, attn)).eval().to(device)
 
 
+def untrained_pair(cfg: C.RunConfig, table: CodeTable, d_int: int, max_hist: int,
+                   device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """What the comparison with ``generate`` times: our Stage II model (``cfg``'s, IKD width ``d_int``) and
+    a T5 of its sizes (:func:`t5_model`), both over ``table``, untrained and seeded with ``cfg.seed``."""
+    from ungerlib.model.stage2 import UNGER
+
+    torch.manual_seed(cfg.seed)
+    ours = UNGER(table, d_int, cfg.stage2, max_hist).eval().to(device)
+    return ours, t5_model(cfg.stage2, table, seed=cfg.seed, device=device)
+
+
 def t5_inputs(model: Any, table: CodeTable, hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One encoder token per history item, as ours reads it: the sum of the T5's embeddings of the
     item's level tokens. hist [B, L] (PAD = -1) -> inputs_embeds [B, L, d], attention_mask [B, L]."""
