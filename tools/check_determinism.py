@@ -111,15 +111,18 @@ def run_all(profile: str, only: list[str] | None, folders: list[Path], side_by_s
     """The reproductions, side by side (each with the thread count of ``UNGER_THREADS``: 1 under
     ``make determinism``, so two fill two cores) or one after the other."""
     t0 = time.time()
-    procs: list[tuple[Path, subprocess.Popen]] = []
-    for f in folders:
-        procs.append((f, start(profile, only, f)))
-        if not side_by_side:
-            procs[-1][1].wait()
-    for f, p in procs:
+
+    def finish(f: Path, p: subprocess.Popen) -> None:
         if p.wait() != 0:
             raise SystemExit(f"[determinism] the reproduction into {f} failed (exit {p.returncode})")
         print(f"[determinism] {f.name}: done at {time.time() - t0:.0f} s", flush=True)
+
+    if side_by_side:
+        for f, p in [(f, start(profile, only, f)) for f in folders]:
+            finish(f, p)
+    else:  # a failed run stops the check before the next one starts
+        for f in folders:
+            finish(f, start(profile, only, f))
 
 
 def main(argv: list[str] | None = None) -> int:
