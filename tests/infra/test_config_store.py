@@ -111,24 +111,22 @@ def test_a_version_bump_re_keys_its_kind_and_everything_downstream_only(monkeypa
     assert moved == {"codes", "stage2", "eval", "eval_neighbours", "stage2_discrec"}
 
 
-def test_keys_hold_no_code_and_do_not_move_when_a_module_is_edited(monkeypatch):
+def test_keys_hold_no_code_and_do_not_move_when_a_module_is_edited(edit_module):
     """Code is not in a key (a refactor retrains nothing); its hash goes to provenance instead."""
     cfg = config.profile("smoke")
     before = {k: artefacts.key_hash(k, cfg) for k in ("stage1", "codes", "stage2", "eval")}
     code = artefacts.code_hash("model.stage2")
-    real = artefacts._module_path
-    monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), "\nEDITED = 1\n" if m == "model.beam" else ""))
+    edit_module("model.beam", "\nEDITED = 1\n")
     assert {k: artefacts.key_hash(k, cfg) for k in before} == before
     assert artefacts.code_hash("model.stage2") != code
     assert {"model.beam", "model.metrics", "model.train"} <= set(artefacts.closure("model.stage2"))
 
 
-def test_code_hash_covers_the_closure_and_ignores_docstrings_comments_and_neutral_modules(monkeypatch):
+def test_code_hash_covers_the_closure_and_ignores_docstrings_comments_and_neutral_modules(monkeypatch, edit_module):
     before = {m: artefacts.code_hash(m) for m in ("model.stage1", "model.stage2")}
-    real = artefacts._module_path
 
     def edit(text):
-        monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), text if m == "model.beam" else ""))
+        edit_module("model.beam", text)
 
     edit("\n# a comment\n\n\ndef f():\n    \"\"\"A docstring.\"\"\"\n")
     after_doc = {m: artefacts.code_hash(m) for m in before}
@@ -139,17 +137,6 @@ def test_code_hash_covers_the_closure_and_ignores_docstrings_comments_and_neutra
     monkeypatch.undo()
     for m in artefacts.NEUTRAL:
         assert m not in artefacts.closure("model.stage2")
-
-
-class _Text:
-    def __init__(self, path, extra: str):
-        self.path, self.extra = path, extra
-
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.path.read_text(encoding=encoding) + self.extra
-
-    def is_file(self) -> bool:
-        return self.path.is_file()
 
 
 def test_a_setting_at_its_key_omits_value_stays_out_of_keys(monkeypatch):

@@ -27,22 +27,6 @@ def _touch(kind, cfg):
     return artefacts.cached(kind, cfg, lambda out, work: None)
 
 
-class _Text:
-    def __init__(self, path, extra: str):
-        self.path, self.extra = path, extra
-
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.path.read_text(encoding=encoding) + self.extra
-
-    def is_file(self) -> bool:
-        return self.path.is_file()
-
-
-def _edited(monkeypatch, module, text):
-    real = artefacts._module_path
-    monkeypatch.setattr(artefacts, "_module_path", lambda m: _Text(real(m), text if m == module else ""))
-
-
 def test_cached_records_every_artefact_it_returns_once_sorted(fresh):
     cfg = config.profile("smoke")
     before = store.read_marker()
@@ -99,7 +83,7 @@ def test_provenance_names_the_artefacts_read_and_the_code(fresh):
     assert rec["notebook"] is None  # set by the notebooks runner (UNGER_NOTEBOOK)
 
 
-def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkeypatch):
+def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkeypatch, edit_module):
     cfg = config.profile("smoke")
     for kind in ("semantic", "stage1", "codes"):
         _touch(kind, cfg)
@@ -111,7 +95,7 @@ def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkey
 
     # a code change at a kept version: a note, never a stale output (no retraining for a refactor)
     real_path = artefacts._module_path
-    _edited(monkeypatch, "model.codes", "\nDEFAULT_N_INIT = 10\n")
+    edit_module("model.codes", "\nDEFAULT_N_INIT = 10\n")
     found = reproduce.check("smoke")
     assert all(not f.stale for f in found.values())
     assert any("code changed, version kept" in n and "codes" in n for f in found.values() for n in f.notes)
@@ -159,12 +143,12 @@ def test_check_flags_a_changed_setting_a_dirty_tree_and_missing_records(fresh, m
     assert any("names no artefact" in w for w in stale["nothing_read"].stale)
 
 
-def test_check_notes_a_module_that_changed_since(fresh, monkeypatch, capsys):
+def test_check_notes_a_module_that_changed_since(fresh, monkeypatch, capsys, edit_module):
     """Code outside any artefact (analysis, formatting in report) is noted, with its name."""
     cfg = config.profile("smoke")
     _touch("semantic", cfg)
     report.save_table(pd.DataFrame({"x": [1]}), "a", cfg)
-    _edited(monkeypatch, "infra.report", "\nFLOAT_FORMAT = '.3g'\n")
+    edit_module("infra.report", "\nFLOAT_FORMAT = '.3g'\n")
     f = reproduce.check("smoke")["a"]
     assert not f.stale and any("report" in n for n in f.notes)
     assert reproduce._report_check("smoke", False, verbose=True) == 0
