@@ -1,5 +1,6 @@
 # The two commands a newcomer needs (README):
-#   make figures   set up .venv, train what the notebooks read (side by side, resumable), run every
+#   make figures   set up .venv, tune the validation grids if the committed selection does not cover
+#                  them (make tune), train what the notebooks read (side by side, resumable), run every
 #                  notebook on the default cpu profile: tables, figures and executed notebooks in
 #                  figures/cpu/, then list anything stale (python -m ungerlib reproduce --check)
 #   make test      set up .venv, run the unit tests and every notebook on the synthetic smoke profile
@@ -34,6 +35,7 @@ setup: .venv/.installed
 encoders: .venv/.encoders
 
 figures: setup encoders
+	$(PY) -m ungerlib tune --profile $(PROFILE) --if-needed $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m ungerlib prefill --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS))
 	$(PY) -m ungerlib reproduce --profile $(PROFILE)
 	$(PY) -m ungerlib reproduce --profile $(PROFILE) --check

@@ -134,6 +134,29 @@ def test_make_tune_tunes_beauty_first_then_the_others_on_its_three_best(monkeypa
     assert len(rows.loc["Beauty"]) == len(O.grid("cpu", "SASRec")) and len(rows.loc["Toys"]) == O.TRANSFER
 
 
+def test_make_figures_tunes_first_only_where_a_selection_is_missing_or_stale(monkeypatch):
+    """``tune --if-needed`` (make figures' first step): nothing while every multi-point grid has a selection
+    at its current points; else the grids train (prefill --only tune) and then tune runs."""
+    from ungerlib.analyses import tuning
+    from ungerlib.infra import prefill, runtime
+
+    calls = []
+    monkeypatch.setattr(runtime, "configure_threads", lambda *a, **k: None)
+    monkeypatch.setattr(prefill, "_main", lambda a: calls.append(("prefill", a.only, a.jobs)))
+    monkeypatch.setattr(tuning, "tune", lambda *a, **k: calls.append(("tune",)) or {})
+    full = {n: {m: {"params": O.full_grid("cpu", m)[0]} for m in O.RERUN} for n in ("Beauty", "Sports", "Toys")}
+    monkeypatch.setattr(tuning, "load", lambda profile: {"baselines": full})
+    assert tuning.untuned("cpu") == [] and tuning.untuned("smoke") == []
+    assert tuning.main(["--profile", "cpu", "--if-needed"]) == 0 and calls == []
+
+    full["Toys"]["SASRec"]["params"] = {**full["Toys"]["SASRec"]["params"], "dim": 1024}  # tuned on an older grid
+    del full["Beauty"]["NGCF"]  # never tuned
+    assert tuning.untuned("cpu") == ["NGCF on Beauty", "SASRec on Toys"]
+    assert "TIGER on Beauty" not in tuning.untuned("cpu")  # one point: nothing to select
+    assert tuning.main(["--profile", "cpu", "--if-needed", "--jobs", "2"]) == 0
+    assert calls == [("prefill", ["tune"], 2), ("tune",)]
+
+
 def test_paper_table3_is_the_papers_table():
     """Every cell of paper.PAPER_TABLE3 against the paper's text (skipped where shared/ is absent)."""
     import re

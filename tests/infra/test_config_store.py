@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import time
 
 import pytest
 
@@ -287,6 +288,31 @@ def test_prepared_data_and_tables_respect_the_umask(tmp_path, umask022, monkeypa
     report.save_table(pd.DataFrame({"recall@10": [0.5]}), "t", config.profile("smoke"))
     for p in [*(tmp_path / "S").iterdir(), *(tmp_path / "fig").iterdir()]:
         assert oct(p.stat().st_mode & 0o777) == oct(0o644), p
+
+
+def test_two_builds_of_one_artefact_train_it_once(tmp_path, capsys):
+    """The second of two concurrent builds of one key waits for the first (a lock per artefact) and
+    reuses its result: one run trained, both callers get the same folder."""
+    import threading
+
+    calls = []
+
+    def slow(out, work):
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        (out / "x.txt").write_text("built")
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(store.cached("thing", {"a": 1}, slow, root=tmp_path)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)  # the first holds the lock before the second asks
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(got) == 2 and got[0].path == got[1].path
+    assert "another process is building thing" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "thing") == [store.config_hash({"a": 1})]  # locks live outside the kind's folder
 
 
 def test_failed_and_killed_builds_leave_no_empty_folders(tmp_path):

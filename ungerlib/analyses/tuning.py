@@ -16,7 +16,9 @@ tables to ``figures/<profile>/tuning/`` with provenance and the selection to
 ``params``, its validation NDCG@20 and ``ranked``, every point tried, best first. The notebooks then
 train only the selected settings (:func:`selected`) and show the committed tuning tables, so
 regenerating the figures does not retrain grids. A profile whose grid has one point (smoke) needs no
-file.
+file. ``make figures`` starts with ``tune --if-needed``: where a baseline has no selection at its current
+grid (a fresh grid, as after issue 41's), it trains the grids side by side and tunes, so that one command
+regenerates everything; otherwise it does nothing.
 """
 from __future__ import annotations
 
@@ -85,6 +87,22 @@ def selected(profile: str, dataset: str, model: str) -> dict[str, Any]:
         raise cli.Failed(f"the tuned setting of {model} on {dataset} ({rec['params']}) is not a point of its current "
                          f"{profile} grid (the grid changed since it was tuned): run make tune PROFILE={profile}")
     return rec["params"]
+
+
+def untuned(profile: str, datasets: list[str] | None = None) -> list[str]:
+    """``"<model> on <data set>"`` for every rerun baseline whose selection is missing or no longer a point
+    of its current grid (:func:`selected` would fail on it); empty when ``make figures`` can plan."""
+    from ungerlib.analyses import table3
+    from ungerlib.infra.report import profile_datasets
+
+    out = []
+    for n in profile_datasets(profile, datasets):
+        for m in table3.RERUN:
+            try:
+                selected(profile, n, m)
+            except cli.Failed:
+                out.append(f"{m} on {n}")
+    return out
 
 
 def tune(profile: str, datasets: list[str] | None = None, models: list[str] | None = None,
@@ -160,11 +178,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="*", help="override the profile's data sets")
     ap.add_argument("--models", nargs="*", help="rerun baselines to tune (default: all)")
     ap.add_argument("--no-stage2", action="store_true", help="leave the Stage II grid as it is")
+    ap.add_argument("--if-needed", action="store_true",
+                    help="(make figures) tune only when a baseline has no selection at its current grid: then train "
+                         "every grid point first, side by side (prefill --only tune), and tune; else do nothing")
+    ap.add_argument("--jobs", type=int, default=None, help="with --if-needed: runs at once (default one per core)")
     ap.add_argument("--traceback", action="store_true", help=cli.TRACEBACK_HELP)
 
     def run(a: argparse.Namespace) -> None:
-        from ungerlib.infra import runtime
+        from ungerlib.infra import prefill, runtime
 
+        if a.if_needed:
+            missing = untuned(a.profile, a.datasets)
+            if not missing:
+                runtime.log(f"[tune] every baseline of {a.profile} has a selection at its current grid "
+                            f"({folder(a.profile) / SELECTED}): nothing to tune")
+                return
+            runtime.log(f"[tune] not tuned at the current grids: {', '.join(missing)}; the validation grids "
+                        "train first (as make tune)")
+            prefill._main(prefill.parser().parse_args(
+                ["--profile", a.profile, "--only", prefill.TUNE, *(["--datasets", *a.datasets] if a.datasets else []),
+                 *(["--jobs", str(a.jobs)] if a.jobs else [])]))
         runtime.configure_threads()
         out = tune(a.profile, a.datasets, a.models, not a.no_stage2)
         runtime.log(f"[tune] selection written to {folder(a.profile) / SELECTED}")

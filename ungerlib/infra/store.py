@@ -20,6 +20,7 @@ is :mod:`ungerlib.artefacts`' business; this module only stores folders under th
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -355,6 +356,43 @@ def _cached(kind: str, key: dict[str, Any], build: Builder, force: bool, root: s
         if verbose:
             runtime.log(f"[store] reusing {kind} {final.name}")
         return _reused(kind, key, final)
+    with _build_lock(kind, final):
+        if final.exists() and not force:  # another process built it while this one waited
+            if verbose:
+                runtime.log(f"[store] reusing {kind} {final.name}, built meanwhile by another process")
+            return _reused(kind, key, final)
+        return _build(kind, key, build, final, root, verbose, record)
+
+
+@contextlib.contextmanager
+def _build_lock(kind: str, final: Path) -> Iterator[None]:
+    """One build of an artefact at a time, across processes: an exclusive ``flock`` on
+    ``<store>/.locks/<kind>.<hash>.lock``, which the OS releases when its holder exits or is killed. A
+    second process (another ``make figures``, or a worker left running by a killed one) waits, says so,
+    then reuses what the first built instead of training the same run beside it from the same checkpoint."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    locks = final.parent.parent / ".locks"  # outside the kinds' folders, which hold only artefacts
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{kind}.{final.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            runtime.log(f"[store] another process is building {kind} {final.name}; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: str | Path | None,
+           verbose: bool, record: dict[str, Any] | None) -> Artefact:
+    """Build ``kind`` into ``final`` (the caller holds its lock): in a temporary folder beside it, with
+    a work folder for checkpoints, published by one rename with its provenance."""
     sweep(final.parent)  # a killed build's leftovers (never a live build's, nor a checkpoint)
     work = work_dir(kind, key, root)
     work.mkdir(parents=True, exist_ok=True)
