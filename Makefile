@@ -3,8 +3,8 @@
 #                  them (make tune), train what the notebooks read (side by side, resumable), run every
 #                  notebook on the default cpu profile: tables, figures and executed notebooks in
 #                  figures/cpu/, then list anything stale (python -m ungerlib reproduce --check)
-#   make test      set up .venv, run the unit tests and every notebook on the synthetic smoke profile
-#                  under nbval, then check that no smoke table is stale
+#   make test      set up .venv, lint (ruff, pyflakes' checks), run the unit tests and every notebook on
+#                  the synthetic smoke profile under nbval, then check that no smoke table is stale
 # Also:
 #   make tune         the validation grids (Stage II rows, every baseline's grid); rewrites
 #                     figures/$(PROFILE)/tuning/ and its selected.json, which make figures trains
@@ -49,6 +49,7 @@ tune: setup
 test determinism: export UNGER_THREADS = $(SMOKE_THREADS)
 
 test: setup
+	$(PY) -m ruff check -q ungerlib tests bench tools
 	$(PY) -m pytest -q tests
 	$(PY) -m ungerlib reproduce --profile smoke --nbval
 	$(PY) -m ungerlib reproduce --profile smoke --check --allow-dirty

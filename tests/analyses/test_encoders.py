@@ -1,7 +1,6 @@
 """Figure 7 and the alpha/beta sweep (ungerlib.analyses.encoders): each run differs from the default in
 exactly one thing, unknown or unavailable encoders are named, existing keys do not move, and the
 verdicts read planted numbers right."""
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -1,7 +1,6 @@
 """Claims over seeds (ungerlib.analyses.seeds): which runs the other seeds need, the per-seed table, mean
 and std, and whether a claim holds on every seed."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from ungerlib.analyses import code_kinds as ck
@@ -69,7 +68,7 @@ def test_a_claim_survives_only_when_it_holds_on_every_seed():
     hstu = s.loc[("Beauty", f"{O.PAPER_MODEL} > HSTU", "all")]
     assert hstu["on every seed"] == "no" and hstu["holds on"] <= 2
     text = S.survival_text(s)
-    assert "holds on every seed" in text and f"of 3 seeds" in text
+    assert "holds on every seed" in text and "of 3 seeds" in text
 
 
 def test_no_testable_claim_is_an_error():

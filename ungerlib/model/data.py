@@ -28,12 +28,15 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
 from ungerlib.infra.config import DataConfig, RunConfig
 from ungerlib.infra.store import atomic_write_bytes, file_sha256
+
+if TYPE_CHECKING:  # pandas is imported where a table is made
+    import pandas as pd
 
 PAD = -1
 BUNDLED_ROOT = Path(__file__).resolve().parent.parent / "bundled" / "amazon2014"
@@ -475,7 +478,7 @@ TEXT_FIELDS = {"Beauty": "title + categories", "Toys": "title + categories",
                "Sports": "brand + categories + keywords (NO titles)", "synthetic": "title + categories"}
 
 
-def table2(names: list[str], root: str | None = None) -> "pd.DataFrame":
+def table2(names: list[str], root: str | None = None) -> pd.DataFrame:
     """Table 2 for the named data sets: users, items, interactions, density, item text."""
     import pandas as pd
 

@@ -32,13 +32,16 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ungerlib.infra import artefacts, config as C
 from ungerlib.model.data import DataError, Dataset, load_dataset
 from ungerlib.infra.store import Artefact
+
+if TYPE_CHECKING:  # pandas is imported where a table is made
+    import pandas as pd
 
 FIELDS = ("title", "brand", "categories", "keywords", "description")
 DECODER_TYPES = {"llama", "mistral", "gpt2", "gpt_neox", "qwen2", "opt", "falcon", "gemma", "phi"}
@@ -308,7 +311,7 @@ def leaf_category(item: dict[str, Any]) -> str:
     return str(path[-1]) if path else ""
 
 
-def nearest_neighbours(emb: np.ndarray, texts: list[str], items: list[int], k: int = 3) -> "pd.DataFrame":
+def nearest_neighbours(emb: np.ndarray, texts: list[str], items: list[int], k: int = 3) -> pd.DataFrame:
     """For each query item, its ``k`` most cosine-similar other items (rows: query, rank, text, cosine)."""
     import pandas as pd
 
@@ -321,7 +324,7 @@ def nearest_neighbours(emb: np.ndarray, texts: list[str], items: list[int], k: i
     return pd.DataFrame(rows)
 
 
-def similarity_samples(emb: np.ndarray, ds: Dataset, n: int = 20000, seed: int = 0) -> "pd.DataFrame":
+def similarity_samples(emb: np.ndarray, ds: Dataset, n: int = 20000, seed: int = 0) -> pd.DataFrame:
     """Cosine similarity of ``n`` random item pairs and of ``n`` pairs sharing a leaf category."""
     import pandas as pd
 
