@@ -190,3 +190,41 @@ def test_the_slurm_executor_gets_the_options_or_says_there_is_no_cluster(tmp_pat
     params = prefill.executor_of(a).ex._executor.parameters
     assert {k: params[k] for k in ("partition", "gpus_per_node", "cpus_per_task", "array_parallelism", "time")} == \
         {"partition": "gpu", "gpus_per_node": 1, "cpus_per_task": 4, "array_parallelism": 8, "time": 720}
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_killed_prefill_leaves_no_worker_training_on():
+    """SIGKILL the process that runs a Local executor: its worker (busy with a long job) goes with it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    script = ("import time\n"
+              "from ungerlib.infra.prefill import Local\n"
+              "ex = Local(1)\n"
+              "ex.start(time.sleep, [120])\n"
+              "time.sleep(10)\n"  # the worker has started and run its initializer
+              "print(*ex.pool._processes, flush=True)\n"
+              "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+    finally:
+        parent.kill()
+        parent.wait()
+
+    def gone(pid: int) -> bool:  # no such process, or a zombie nobody has reaped yet
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    deadline = time.time() + 20
+    while not gone(worker) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = not gone(worker)
+    if alive:
+        os.kill(worker, 9)
+    assert not alive, "the worker outlived its killed parent"

@@ -206,12 +206,33 @@ def _chain(kind: str) -> list[str]:
 
 
 def _one_thread() -> None:
-    """Worker start-up: the thread policy (``runtime``) at one torch thread, before any work."""
+    """Worker start-up: dies with its parent (:func:`_die_with_parent`), then the thread policy
+    (``runtime``) at one torch thread, before any work."""
     from ungerlib.infra import runtime
 
+    _die_with_parent()
     os.environ["UNGER_THREADS"] = "1"
     os.environ.update(runtime.thread_env())
     runtime.configure_threads()
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGTERM when the prefill that started it dies. Ctrl-C reaches the whole
+    process group anyway, but a parent killed alone (``kill``, a scheduler) would otherwise leave its
+    workers training on. A run cut off this way resumes from its last finished epoch, as after Ctrl-C."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import multiprocessing
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the worker may outlive a killed parent
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def build(j: Job) -> float:
