@@ -17,7 +17,7 @@ tables to ``figures/<profile>/tuning/`` with provenance and the selection to
 train only the selected settings (:func:`selected`) and show the committed tuning tables, so
 regenerating the figures does not retrain grids. A profile whose grid has one point (smoke) needs no
 file. ``make figures`` starts with ``tune --if-needed``: where a baseline has no selection at its current
-grid (a fresh grid, as after issue 41's), it trains the grids side by side and tunes, so that one command
+grid (one that changed since it was tuned), it trains the grids side by side and tunes, so that one command
 regenerates everything; otherwise it does nothing.
 """
 from __future__ import annotations
