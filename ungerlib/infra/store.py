@@ -377,16 +377,13 @@ def _build_lock(kind: str, final: Path) -> Iterator[None]:
         return
     locks = final.parent.parent / ".locks"  # outside the kinds' folders, which hold only artefacts
     locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"{kind}.{final.name}.lock", "a") as f:
+    with open(locks / f"{kind}.{final.name}.lock", "a") as f:  # closing the file releases the lock
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             runtime.log(f"[store] another process is building {kind} {final.name}; waiting for it to finish")
             fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        yield
 
 
 def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: str | Path | None,
