@@ -54,7 +54,7 @@ paper = PAPER_TABLE2.loc[[n for n in names if n in PAPER_TABLE2.index]]
 num = ["users", "items", "interactions", "density"]
 if len(paper):
     table = pd.concat({"ours": ours[num], "paper": paper[num], "difference": (ours[num] - paper[num]).dropna()}, axis=1)
-    table["item text"] = ours["item text"]
+    table[("item text", "")] = ours["item text"]  # a full-length key: the columns are two levels deep
 else:
     table = ours
 report.save_table(table, "table2_datasets", list(cfgs.values()))

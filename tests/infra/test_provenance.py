@@ -162,6 +162,26 @@ def test_run_json_paths_are_relative_to_the_repository():
     assert reproduce._repo_relative("build/x.ipynb") == "build/x.ipynb"
 
 
+def test_executed_notebooks_name_no_path_of_the_machine(tmp_path):
+    """What reproduce does to each executed copy: the checkout's paths become relative, the kernel's
+    temporary cell files ``<cell>``; everything else stays."""
+    import tempfile
+
+    root = str(reproduce.REPO_ROOT)
+    nb = tmp_path / "01.ipynb"
+    nb.write_text(json.dumps({"cells": [{"outputs": [
+        {"text": [f"{tempfile.gettempdir()}/ipykernel_27860/859387949.py:6: Pandas4Warning: x\n"]},
+        {"data": {"text/plain": [f"PosixPath('{root}/figures/cpu/embedding_similarity.png')"]}}]}],
+        "metadata": {"papermill": {"input_path": f"{root}/notebooks/01.ipynb",
+                                   "output_path": f"{root}/figures/cpu/notebooks/01.ipynb", "cwd": "/elsewhere"}}}))
+    reproduce._without_machine_paths(nb)
+    out = json.loads(nb.read_text())
+    assert out["metadata"]["papermill"] == {"input_path": "notebooks/01.ipynb",
+                                            "output_path": "figures/cpu/notebooks/01.ipynb", "cwd": "/elsewhere"}
+    assert out["cells"][0]["outputs"][0]["text"] == ["<cell>:6: Pandas4Warning: x\n"]
+    assert out["cells"][0]["outputs"][1]["data"]["text/plain"] == ["PosixPath('figures/cpu/embedding_similarity.png')"]
+
+
 def test_determinism_comparison_ignores_wall_times_only(tmp_path):
     sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
     import check_determinism as cd

@@ -27,8 +27,10 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,6 +174,7 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         with kernel_environment(nb.stem):
             _execute(nb, out, params, prepare_only=nbval)
         if not nbval:
+            _without_machine_paths(out)
             runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
@@ -196,6 +199,18 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         record["notebooks"] = sorted(kept + record["notebooks"], key=lambda n: n["name"])
         atomic_write_json(path, record)
     return record
+
+
+def _without_machine_paths(nb: Path) -> None:
+    """Rewrite the executed notebook ``nb`` (a committed product) so that it names no path of the machine
+    that ran it, as run.json does not (:func:`_repo_relative`): papermill's input and output paths and
+    every path inside the checkout (a figure's returned path) become relative to it, and the kernel's
+    temporary cell files (the first line of a warning) become ``<cell>``."""
+    text = nb.read_text()
+    for root in dict.fromkeys(str(r) for r in (REPO_ROOT, checkout_root()) if r):
+        text = text.replace(root + os.sep, "")
+    text = re.sub(re.escape(tempfile.gettempdir()) + r"/ipykernel_\d+/\d+\.py", "<cell>", text)
+    nb.write_text(text)
 
 
 def _repo_relative(path: str | Path) -> str:
