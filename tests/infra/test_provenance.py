@@ -182,6 +182,17 @@ def test_executed_notebooks_name_no_path_of_the_machine(tmp_path):
     assert out["cells"][0]["outputs"][1]["data"]["text/plain"] == ["PosixPath('figures/cpu/embedding_similarity.png')"]
 
 
+def test_committed_figures_name_no_path_of_the_machine_that_made_them():
+    """No committed output names an absolute path into a checkout or a kernel's temporary file."""
+    import re
+
+    into_checkout = re.compile(r"(?<![\w.])(?:/[\w.-]+)+/(?:figures|notebooks|build)/")
+    found = [f"{p.relative_to(reproduce.REPO_ROOT)}: {m.group(0)}"
+             for p in sorted((reproduce.REPO_ROOT / "figures").rglob("*")) if p.suffix in (".ipynb", ".json", ".md", ".csv")
+             for m in [into_checkout.search(p.read_text()) or re.search(r"ipykernel_\d+", p.read_text())] if m]
+    assert found == []
+
+
 def test_determinism_comparison_ignores_wall_times_only(tmp_path):
     sys.path.insert(0, str(reproduce.REPO_ROOT / "tools"))
     import check_determinism as cd
