@@ -146,6 +146,8 @@ def _execute(nb: Path, out: Path, params: dict, prepare_only: bool) -> None:
     except PapermillExecutionError as e:
         raise cli.Failed(f"notebook {nb.name} failed in cell {e.exec_count}: {e.ename}: "
                          f"{' '.join(str(e.evalue).split())[:500]} (traceback in {out})") from None
+    if not prepare_only:  # an executed copy is a product: it names no path of this machine
+        _without_machine_paths(out)
 
 
 def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str] | None = None,
@@ -174,7 +176,6 @@ def run(profile: str = "cpu", only: list[str] | None = None, datasets: list[str]
         with kernel_environment(nb.stem):
             _execute(nb, out, params, prepare_only=nbval)
         if not nbval:
-            _without_machine_paths(out)
             runtime.log(f"[reproduce] {nb.stem} done in {runtime.duration(time.time() - t0)}")
         prepared.append(out)
         record["notebooks"].append({"name": nb.name, "datasets": datasets or "profile default",
