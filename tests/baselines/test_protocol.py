@@ -162,8 +162,8 @@ def test_tiger_batched_beam_equals_cornac_generate_beam(smoke):
     ts.add_modalities(item_feature=fm)
     s = cb.settings("TIGER", {"n_epochs": 1, "rqvae_n_epochs": 5, "d_model": 16, "d_ff": 32, "num_heads": 2,
                               "d_kv": 8, "num_enc_layers": 1, "num_dec_layers": 1}, ct.DEFAULTS)
-    m = ct._tiger(**{k: v for k, v in s.items() if k not in ("patience", "val_users")}, seed=0,
-                  model_selection="last", device="cpu")
+    m = ct._tiger(lambda m: None, **{k: v for k, v in s.items() if k not in ("patience", "val_users")}, seed=0,
+                  device="cpu")  # untrained: the beams compare all the same
     m.fit(ts)
     ex = splits.test.subset(np.arange(5))
     got = ct.tiger_scores(m, 20)(ex.history)
@@ -172,6 +172,37 @@ def test_tiger_batched_beam_equals_cornac_generate_beam(smoke):
         beam = want > -1e9
         assert np.array_equal(np.isfinite(got[r]), beam) and beam.sum() == 20
         np.testing.assert_allclose(got[r][beam], want[beam], atol=1e-5)
+
+
+def test_tiger_trains_by_fit_and_a_killed_run_resumes_to_the_same_result(smoke, tmp_path, monkeypatch, capfd):
+    from ungerlib.model import train
+
+    ds, splits = get_splits(smoke)
+    feats = np.random.default_rng(0).normal(size=(splits.n_items, 16)).astype("float32")
+    params = {"n_epochs": 3, "patience": 9, "rqvae_n_epochs": 5, "d_model": 16, "d_ff": 32, "num_heads": 2,
+              "d_kv": 8, "num_enc_layers": 1, "num_dec_layers": 1, "batch_size": 128, "val_users": 100}
+    whole = ct.fit_and_rank(params, ds, splits, 0, feats)
+    assert [r["epoch"] for r in whole[1]] == [1, 2, 3] and whole[2]["epochs_run"] == 3
+
+    save, saves = train.atomic_torch_save, []
+
+    def killed_after_two(obj, path):  # the run dies right after its second checkpoint
+        save(obj, path)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "atomic_torch_save", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        ct.fit_and_rank(params, ds, splits, 0, feats, tmp_path)
+    monkeypatch.setattr(train, "atomic_torch_save", save)
+    capfd.readouterr()
+    again = ct.fit_and_rank(params, ds, splits, 0, feats, tmp_path)
+    assert "[TIGER] resuming from epoch 2 of 3" in capfd.readouterr().err
+    for tag in whole[0]:
+        assert np.array_equal(whole[0][tag], again[0][tag]), tag
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in h]  # noqa: E731
+    assert strip(whole[1]) == strip(again[1])
 
 
 def test_bad_settings_are_named():

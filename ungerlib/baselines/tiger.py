@@ -3,26 +3,30 @@ content, so it differs from UNGER in the method only (Table 3, paper 4.2).
 
 TIGER quantises the item text embeddings with an RQ-VAE into semantic IDs (3 levels of 256 codes plus
 a level that separates collisions) and trains a T5-style encoder-decoder to generate the next item's
-semantic ID from the history's tokens (4 tokens per history item). Cornac's training loop is used as
-it is; its validation (own protocol, one user at a time) is replaced by ours through
-:func:`ungerlib.baselines.cornac.fit_tracked` (NDCG@20 on a fixed subset of ``val_users`` validation
-users, since a beam search per epoch over every user does not fit the ``cpu`` budget), and the final
-rankings come from a batched version of Cornac's trie-constrained beam search
+semantic ID from the history's tokens (4 tokens per history item). Cornac's RQ-VAE, semantic IDs and
+T5 model are used as they are. The seq2seq model is trained by our one loop,
+:func:`ungerlib.model.train.fit`, with Cornac's optimiser (AdamW, constant learning rate, its weight
+decay) on our training split (the same (history, next item) pairs as Cornac's prefix iterator, in
+another order): a checkpoint after every epoch, so a killed run resumes (Cornac's own loop has none,
+and a fair-budget run on ``cpu`` takes hours). Validation is ours (NDCG@20 on a fixed subset of
+``val_users`` validation users, since a beam search per epoch over every user does not fit the ``cpu``
+budget), and the rankings come from a batched version of Cornac's trie-constrained beam search
 (:func:`tiger_scores`, tested equal to ``TIGERSeq2Seq.generate_beam``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from ungerlib.baselines.protocol import BaselineError, ScoreFn, Trained, right_aligned
-from ungerlib.baselines.cornac import _torch_rows, fit_tracked, require_cornac, settings, to_cornac, training_sequences
+from ungerlib.baselines.protocol import (SELECT, BaselineError, ScoreFn, Trained, rank_examples, rank_splits,
+                                        right_aligned, validation_subset)
+from ungerlib.baselines.cornac import _torch_rows, require_cornac, settings, to_cornac, training_sequences
 from ungerlib.model.data import Dataset, Splits
 
 LOSS = ("cross-entropy on each token of the next item's semantic ID (teacher forcing); RQ-VAE semantic IDs "
-        "from our text embeddings (Cornac TIGER)")
+        "from our text embeddings (Cornac TIGER's model, trained by our loop with AdamW as Cornac's)")
 
 # Fixed settings on our protocol (a grid's entries override them). The T5 stacks are Cornac's; sizes
 # here are the cpu profile's (the paper profile's grid sets the TIGER paper's 4+4 layers, d_model 128).
@@ -78,21 +82,19 @@ def tiger_scores(m: Any, beams: int) -> ScoreFn:
     return score
 
 
-def _tiger(**kw: Any) -> Any:
+def _tiger(train: Callable[[Any], None], **kw: Any) -> Any:
+    """Cornac's TIGER whose ``fit`` builds the semantic IDs and the seq2seq model as Cornac does, then
+    hands the model to ``train(self)`` instead of Cornac's training loop."""
     from cornac.models import TIGER
 
     class OurTIGER(TIGER):
-        """Cornac's TIGER with its validation (own protocol, per-user beam) replaced by ours
-        (``self.tracker``, set by :func:`fit_tracked`)."""
-
-        def _val_sessions(self, val_set: Any) -> None:
-            return None
-
-        def _make_val_metric(self) -> None:
-            return None
-
-        def _validate(self, val_sessions: Any, metric: Any) -> float:
-            return self.tracker()
+        def _fit_seq2seq(self, torch: Any, val_set: Any) -> None:
+            epochs, self.n_epochs = self.n_epochs, 0
+            try:  # Cornac's own set-up (model, token tables) with no epoch of its loop
+                super()._fit_seq2seq(torch, None)
+            finally:
+                self.n_epochs = epochs
+            train(self)
 
     return OurTIGER(**kw)
 
@@ -100,27 +102,55 @@ def _tiger(**kw: Any) -> Any:
 def fit_and_rank(params: dict[str, Any], ds: Dataset, splits: Splits, seed: int, features: np.ndarray,
                  work_dir: Path | None = None) -> Trained:
     """Train TIGER with ``params`` (over :data:`DEFAULTS`) on our training split with ``features``
-    [n_items, d] (our semantic embeddings) as item content; select the epoch on validation NDCG@20;
-    rank valid and test with beam ``max(n_beams, 20)``."""
+    [n_items, d] (our semantic embeddings) as item content, by :func:`ungerlib.model.train.fit` (a
+    checkpoint per epoch in ``work_dir``, which a killed run resumes from); select the epoch on
+    validation NDCG@20; rank valid and test with beam ``max(n_beams, 20)``."""
     require_cornac()
     if features is None or np.ndim(features) != 2 or len(features) != splits.n_items:
         raise BaselineError(f"TIGER needs item features [n_items={splits.n_items}, d]; got "
                             f"{None if features is None else np.shape(features)}")
     s = settings("TIGER", params, DEFAULTS)
+    import torch
     from cornac.data import FeatureModality
+
+    from ungerlib.model.metrics import rank_metrics
+    from ungerlib.model.train import Schedule, fit, shuffled_batches
 
     train_set = to_cornac(training_sequences(ds), splits.n_items, seed)
     fm = FeatureModality(features=np.asarray(features, np.float32), ids=list(range(splits.n_items)))
     fm.build(id_map=train_set.iid_map)
     train_set.add_modalities(item_feature=fm)
-    lib = {k: v for k, v in s.items() if k not in ("patience", "val_users")}
-    beams = max(int(lib["n_beams"]), 20)
-    import torch
+    beams = max(int(s["n_beams"]), 20)
+    valid = validation_subset(splits.valid, int(s["val_users"]), seed)
+    tr = splits.train
+    sched = Schedule(epochs=int(s["n_epochs"]), batch_size=int(s["batch_size"]), lr=float(s["learning_rate"]),
+                     warmup_steps=0, lr_decay="none", weight_decay=float(s["weight_decay"]),
+                     patience=int(s["patience"]), clip_norm=0.0, optimizer="adamw")
+    result: dict[str, Any] = {}
 
+    def train(m: Any) -> None:
+        hist = right_aligned(tr.history[:, -m.max_len:], m.pad_idx)  # [N, L] Cornac's item indices (ours)
+
+        def loss_fn(idx: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+            enc = _torch_rows(m.enc_token_table[hist[idx]].reshape(len(idx), -1), m.device_)  # [B, L * levels]
+            loss = m.model(enc, (enc != 0).float(), _torch_rows(m.sid_table[tr.target[idx]], m.device_))
+            return {"loss": loss, "ce": loss.detach()}
+
+        def validate() -> dict[str, float]:
+            ranked, _ = rank_examples(tiger_scores(m, beams), valid)
+            return rank_metrics(ranked, valid.target)
+
+        result["fit"] = fit(m.model, loss_fn, lambda rng: shuffled_batches(len(tr.target), sched.batch_size, rng),
+                            validate, SELECT, sched, seed, work_dir, "TIGER", progress=False)
+
+    lib = {k: v for k, v in s.items() if k not in ("patience", "val_users")}
     device = "cuda" if torch.cuda.is_available() else "cpu"  # as Stage II (stage2.DEVICE)
-    model = _tiger(**lib, seed=seed, verbose=False, model_selection="best", val_eval_every=1, device=device)
+    model = _tiger(train, **lib, seed=seed, verbose=False, device=device)
     model.device_ = device
-    rankings, history, info = fit_tracked(model, lambda m: tiger_scores(m, beams), None, train_set, splits, s,
-                                          seed, int(s["val_users"]))
-    info["semantic_id_collisions"] = int((model.sid_table[:, -1] > 0).sum())
-    return rankings, history, {"loss": LOSS, **info}
+    model.fit(train_set)
+    res = result["fit"]
+    rankings = rank_splits(tiger_scores(model, beams), splits)
+    info = {"loss": LOSS, "settings": dict(s), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
+            "early_stopped": len(res.history) < sched.epochs, "valid_users_for_selection": len(valid),
+            "semantic_id_collisions": int((model.sid_table[:, -1] > 0).sum())}
+    return rankings, res.history, info

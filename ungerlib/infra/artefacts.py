@@ -88,10 +88,11 @@ class Kind:
 
 # Baseline kinds: (model, version, the kind it reads besides the data). Their builder is
 # ungerlib.analyses.table3.run(cfg, model, params).
-# SASRec 2: ours (baselines.sequential) in place of Cornac's (version 1).
+# SASRec 2: ours (baselines.sequential) in place of Cornac's (version 1). TIGER 2: Cornac's model trained by
+# our fit (AdamW, a checkpoint per epoch) in place of Cornac's loop (version 1).
 BASELINES: tuple[tuple[str, int, str], ...] = (
     ("SASRec", 2, "data"), ("HSTU", 1, "data"), ("BERT4Rec", 1, "data"), ("GRU4Rec", 1, "data"),
-    ("TIGER", 1, "semantic"), ("LightGCN", 1, "data"), ("NGCF", 1, "data"), ("AlphaRec", 1, "semantic"),
+    ("TIGER", 2, "semantic"), ("LightGCN", 1, "data"), ("NGCF", 1, "data"), ("AlphaRec", 1, "semantic"),
 )
 _BASELINE_CODE = {"SASRec": "baselines.sequential", "HSTU": "baselines.sequential", "BERT4Rec": "baselines.cornac",
                   "GRU4Rec": "baselines.cornac", "TIGER": "baselines.tiger", "LightGCN": "baselines.graph",

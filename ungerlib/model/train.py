@@ -1,6 +1,6 @@
 """One training loop for both stages (LETTER-style ``fit``).
 
-:func:`fit` runs epochs of shuffled mini-batches with Adam, linear warm-up then constant or cosine
+:func:`fit` runs epochs of shuffled mini-batches with Adam (or AdamW), linear warm-up then constant or cosine
 learning rate, optional gradient clipping, a validation after every epoch, early stopping on one
 validation metric, and keeps the best state. After every epoch it writes a checkpoint (model,
 optimiser, schedule, random states, history) to ``work_dir``; a killed run started again with the
@@ -43,10 +43,12 @@ class Schedule:
     patience: int  # epochs without a better validation metric before stopping
     clip_norm: float  # 0: no clipping
     precision: str = "fp32"  # "auto" | "fp32" | "bf16": autocast of the loss and validation (runtime.autocast)
+    optimizer: str = "adam"  # "adam" (weight_decay as an L2 term) | "adamw" (decoupled weight decay)
 
     @classmethod
     def of(cls, stage_cfg: Any) -> "Schedule":
-        return cls(**{f: getattr(stage_cfg, f) for f in cls.__dataclass_fields__})
+        """The schedule of a stage's config: its fields of these names (a field it lacks keeps its default)."""
+        return cls(**{f: getattr(stage_cfg, f) for f in cls.__dataclass_fields__ if hasattr(stage_cfg, f)})
 
 
 def lr_factor(step: int, warmup: int, decay: str, total: int) -> float:
@@ -143,7 +145,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
 
     ``batches(rng)`` gives one epoch's index arrays, ``loss_fn(idx, rng)`` the loss terms of a batch,
     ``validate()`` the validation metrics (recorded as ``valid_<name>``), run after every ``every``-th
-    epoch and the last (early stopping counts validations), ``params`` what Adam optimises: parameters
+    epoch and the last (early stopping counts validations), ``params`` what the optimiser
+    (``sched.optimizer``) optimises: parameters
     or parameter groups (default: all of ``model``'s). Wall times are recorded as ``train_s`` /
     ``valid_s``: the only fields a resumed run does not repeat exactly. A non-finite loss stops the run
     with a :class:`TrainingDiverged` naming the learning rate.
@@ -161,7 +164,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
     device = next(model.parameters()).device
     g = distributed.current() if ddp else distributed.SINGLE
     rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(params or list(model.parameters()), lr=sched.lr, weight_decay=sched.weight_decay)
+    optimisers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if sched.optimizer not in optimisers:
+        raise ValueError(f"{name}: optimizer must be one of {sorted(optimisers)}, got {sched.optimizer!r}")
+    opt = optimisers[sched.optimizer](params or list(model.parameters()), lr=sched.lr, weight_decay=sched.weight_decay)
     per_epoch = len(batches(np.random.default_rng(seed)))  # same count every epoch
     total = sched.epochs * per_epoch
     lr_sched = torch.optim.lr_scheduler.LambdaLR(
