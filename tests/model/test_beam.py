@@ -174,3 +174,17 @@ def test_code_log_prob_is_the_beam_score_of_each_item(setup):
             h = torch.from_numpy(np.repeat(hist[r:r + 1], len(items[r]), 0))
             forced = model.code_log_prob(h, torch.from_numpy(items[r])).numpy()
             assert np.allclose(forced, scores[r], atol=1e-6)
+
+
+def test_code_log_prob_encodes_each_history_once_to_the_same_numbers(setup):
+    """Scoring items against rows of a few histories (each encoded once) gives exactly what one
+    repeated history per item gives: the dual code's merge relies on it to stay bit-identical."""
+    model, table, hist = setup
+    rng = np.random.default_rng(0)
+    rows = rng.integers(len(hist), size=40)
+    items = torch.from_numpy(rng.integers(len(table), size=40))
+    with torch.no_grad():
+        once = model.code_log_prob(torch.from_numpy(hist), items, torch.from_numpy(rows))
+        each = model.code_log_prob(torch.from_numpy(hist[rows]), items)
+    assert torch.equal(once, each)
+    assert not torch.equal(once, model.code_log_prob(torch.from_numpy(hist[rows[::-1].copy()]), items))

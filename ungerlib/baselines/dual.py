@@ -128,9 +128,11 @@ class DualUNGER(nn.Module):
         items = np.concatenate(cand) if cand else np.zeros(0, np.int64)
         score = np.zeros(len(items))
         for m in self.streams.values():
-            for b in range(0, len(items), 4096):
-                h = torch.from_numpy(trim(histories[users[b:b + 4096]])).to(DEVICE)
-                score[b:b + 4096] += m.code_log_prob(h, torch.from_numpy(items[b:b + 4096]).to(DEVICE)).cpu().numpy()
+            for b in range(0, len(items), 4096):  # each user's history encoded once per chunk, not once per candidate
+                rows, inv = np.unique(users[b:b + 4096], return_inverse=True)
+                h = torch.from_numpy(trim(histories[rows])).to(DEVICE)
+                score[b:b + 4096] += m.code_log_prob(h, torch.from_numpy(items[b:b + 4096]).to(DEVICE),
+                                                     torch.from_numpy(inv).to(DEVICE)).cpu().numpy()
         ranked = np.full((len(histories), topk), PAD, np.int64)
         scores = np.full((len(histories), topk), -np.inf)
         start = 0
@@ -167,7 +169,7 @@ def train_dual(data: Inputs, cfg: C.RunConfig, work_dir: Path | None = None,
 
     def validate() -> dict[str, float]:
         v = data.splits.valid
-        (ranked, _), _ = model.rankings(v.history, s2.eval_beam, 20, v.exclude)
+        ranked, _ = model.recommend(v.history, s2.eval_beam, 20)  # every item ranked: the list selection reads
         return rank_metrics(ranked, v.target)
 
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(tr), s2.batch_size, rng, tr.lengths, s2.bucket),

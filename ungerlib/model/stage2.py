@@ -293,7 +293,11 @@ class UNGER(nn.Module):
     def forward(self, hist: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher forcing on hist [B, L], target items [B]. Returns logits [B, Lc, K], code targets
         [B, Lc] (-1 = past the code's end) and the projected ``[c_dis]`` output [B, d_int]."""
-        mem, mask = self.encode(hist)
+        return self.teacher_forced(*self.encode(hist), target)
+
+    def teacher_forced(self, mem: torch.Tensor, mask: torch.Tensor,
+                       target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from the encoded histories (:meth:`encode`: memory [B, L, d], mask [B, 1, 1, L])."""
         code, path = self.codes[target], self.path[target]  # [B, Lc]
         B, n_real = len(target), (code >= 0).sum(1)
         lvl = torch.arange(self.Lc, device=code.device)
@@ -334,10 +338,15 @@ class UNGER(nn.Module):
         return {"loss": gen + self.s2.beta * ikd, "gen": gen, "ikd": ikd}
 
     @torch.no_grad()
-    def code_log_prob(self, hist: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """[B] log-probability of generating each item's code, ``items`` [B], given ``hist`` [B, L]: the
-        sum over its levels of the log-softmax that beam search adds up (teacher forcing; eval mode)."""
-        logits, code, _ = self(hist, items)
+    def code_log_prob(self, hist: torch.Tensor, items: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """[B] log-probability of generating each item's code, ``items`` [B], given its history: the sum
+        over its levels of the log-softmax that beam search adds up (teacher forcing; eval mode). The
+        histories are ``hist`` [B, L], one per item, or with ``rows`` [B] the rows of ``hist`` [U, L]:
+        each of the U histories is encoded once, however many items are scored against it."""
+        mem, mask = self.encode(hist)
+        if rows is not None:
+            mem, mask = mem[rows], mask[rows]
+        logits, code, _ = self.teacher_forced(mem, mask, items)
         logp = torch.log_softmax(logits.double(), -1).gather(-1, code.clamp(min=0)[..., None])[..., 0]
         return torch.where(code >= 0, logp, 0.0).sum(1)
 
