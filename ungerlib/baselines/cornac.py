@@ -23,7 +23,6 @@ four rankings ``{valid,test}_{all,excl}``, the per-epoch validation history and 
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections import OrderedDict
 from pathlib import Path
@@ -33,7 +32,7 @@ from unittest import mock
 import numpy as np
 
 from ungerlib.baselines.protocol import (BaselineError, ScoreFn, StopTraining, Trained, ValidationTracker, rank_splits,
-                        right_aligned, validation_subset)
+                        right_aligned)
 from ungerlib.model.data import Dataset, Splits
 
 MODELS = ("BERT4Rec", "GRU4Rec")  # TIGER: ungerlib.baselines.tiger
@@ -170,18 +169,16 @@ def _build(name: str, s: dict[str, Any], seed: int) -> tuple[Any, Callable[[Any]
     raise BaselineError(f"unknown Cornac baseline {name!r}; known: {MODELS}")
 
 
-def fit_tracked(model: Any, scorer: Callable[[Any], ScoreFn], hook_module: str | None, train_set: Any,
-                splits: Splits, s: dict[str, Any], seed: int, valid_users: int = 0) -> tuple[dict[str, np.ndarray], list, dict]:
+def fit_tracked(model: Any, scorer: Callable[[Any], ScoreFn], hook_module: str, train_set: Any,
+                splits: Splits, s: dict[str, Any]) -> tuple[dict[str, np.ndarray], list, dict]:
     """``model.fit`` with our per-epoch validation in place of Cornac's (``hook_module``'s ``val_score``
-    patched for the call; a model whose validation is a method sets ``model.tracker`` itself), the best
-    validation state restored, then the four rankings. Returns rankings, history, notes."""
-    valid = validation_subset(splits.valid, valid_users, seed)
+    patched for the call), the best validation state restored, then the four rankings. Returns
+    rankings, history, notes."""
+    valid = splits.valid
     tracker = ValidationTracker(lambda h: scorer(model)(h), valid, lambda: model.model.state_dict(),
                                 patience=int(s["patience"]))
-    model.tracker = tracker
-    hook = mock.patch(f"{hook_module}.val_score", lambda *a, **k: tracker()) if hook_module else contextlib.nullcontext()
     stopped = False
-    with hook:
+    with mock.patch(f"{hook_module}.val_score", lambda *a, **k: tracker()):
         try:
             model.fit(train_set, _OurValidation())
         except StopTraining:
@@ -206,5 +203,5 @@ def fit_and_rank(name: str, params: dict[str, Any], ds: Dataset, splits: Splits,
     s = settings(name, params)
     model, scorer, hook_module = _build(name, s, seed)
     train_set = to_cornac(training_sequences(ds), splits.n_items, seed)
-    rankings, history, info = fit_tracked(model, scorer, hook_module, train_set, splits, s, seed)
+    rankings, history, info = fit_tracked(model, scorer, hook_module, train_set, splits, s)
     return rankings, history, {"loss": LOSS_NOTES[name], **info}

@@ -299,7 +299,6 @@ def fit_and_rank(name: str, params: dict[str, Any], splits: Splits, seed: int,
         ex = getattr(splits, split)
         rankings[f"{split}_all"], rankings[f"{split}_excl"] = rank_examples(_Scorer(name, model, ex, n_items).ranker(), ex)
     history = [h for h in res.history if f"valid_{SELECT}" in h]
-    info = {"loss": LOSS_NOTES[name], "settings": copy.deepcopy(s), "validations": len(history),
-            "epochs_run": len(res.history), "best_epoch": res.best_epoch,
-            "early_stopped": len(res.history) < int(s["epochs"]), "interactions": int(len(edges_u))}
+    info = {"loss": LOSS_NOTES[name], "settings": copy.deepcopy(s), "validations": len(history), **res.notes(),
+            "interactions": int(len(edges_u))}
     return rankings, res.history, info

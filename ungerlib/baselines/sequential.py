@@ -318,7 +318,6 @@ def fit_and_rank(name: str, params: dict[str, Any], splits: Splits, seed: int, w
                      weight_decay=0.0, patience=int(s["patience"]), clip_norm=0.0)
     res = fit(model, loss_fn, lambda rng: shuffled_batches(len(target), size, rng), validate, SELECT, sched, seed,
               work_dir, name, progress=False, after_epoch=after_epoch)
-    info = {"loss": LOSS_NOTES[name], "settings": copy.deepcopy(s), "epochs_run": len(res.history),
-            "best_epoch": res.best_epoch, "early_stopped": len(res.history) < int(s["epochs"]),
+    info = {"loss": LOSS_NOTES[name], "settings": copy.deepcopy(s), **res.notes(),
             "parameters": sum(p.numel() for p in model.parameters())}
     return rank_splits(score, splits), res.history, info

@@ -150,7 +150,6 @@ def fit_and_rank(params: dict[str, Any], ds: Dataset, splits: Splits, seed: int,
     model.fit(train_set)
     res = result["fit"]
     rankings = rank_splits(tiger_scores(model, beams), splits)
-    info = {"loss": LOSS, "settings": dict(s), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
-            "early_stopped": len(res.history) < sched.epochs, "valid_users_for_selection": len(valid),
+    info = {"loss": LOSS, "settings": dict(s), **res.notes(), "valid_users_for_selection": len(valid),
             "semantic_id_collisions": int((model.sid_table[:, -1] > 0).sum())}
     return rankings, res.history, info

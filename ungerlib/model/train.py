@@ -91,6 +91,12 @@ class TrainingDiverged(RuntimeError):
 class FitResult:
     history: list[dict[str, float]]
     best_epoch: int
+    epochs: int  # the schedule's cap
+
+    def notes(self) -> dict[str, Any]:
+        """What a run's info records of its training: epochs run, best epoch, stopped before the cap."""
+        return {"epochs_run": len(self.history), "best_epoch": self.best_epoch,
+                "early_stopped": len(self.history) < self.epochs}
 
 
 class _Loss(torch.nn.Module):
@@ -255,4 +261,4 @@ def fit(model: torch.nn.Module, loss_fn: Callable[[np.ndarray, np.random.Generat
     if st["best_state"] is not None:
         model.load_state_dict(st["best_state"])
     model.eval()
-    return FitResult(st["history"], st["best_epoch"])
+    return FitResult(st["history"], st["best_epoch"], sched.epochs)
