@@ -134,8 +134,9 @@ if hf:
 # Then the speed: our beam on our model (the profiles' decoder, untrained) against every `generate`
 # configuration (attention implementation, callback as a Python list or a tensor mask, with or without an
 # end token, batch size) on an untrained T5 of equal size, both over the unified code's trie, top 20, at
-# beams 20 and 50, same users, one after another. Peak memory is the growth of the process's resident
-# memory during a separate untimed run.
+# beams 20 and 50, same users, one after another. Ours runs at the same batch sizes as `generate`, and
+# each side's fastest is compared. Peak memory is the growth of the process's resident memory during a
+# separate untimed run.
 
 # %%
 if hf:
@@ -154,7 +155,8 @@ if hf:
                       wall_clock=True)
     report.save_table(summary, "hf_generate_summary", cfgs, legend=f"{name}, unified code's trie, top 20", wall_clock=True)
     display(Markdown(" ".join(
-        f"At beam {b}, ours takes {r['ours (ms per user)']:.2f} ms per user, Hugging Face's usual call "
+        f"At beam {b}, ours takes {r['ours (ms per user)']:.2f} ms per user ({r['ours configuration']}), "
+        f"Hugging Face's usual call "
         f"{r['HF usual (ms per user)']:.2f} ({r['HF usual / ours']:.1f}x) and its fastest configuration "
         f"({r['HF best configuration']}) {r['HF best (ms per user)']:.2f} ({r['HF best / ours']:.1f}x)."
         for b, r in summary.iterrows())))

@@ -134,10 +134,12 @@ def test_hf_grid_times_every_configuration_on_valid_items(tables):
     hist = np.random.default_rng(4).integers(0, len(varied), size=(6, 6))
     searches = (E.USUAL, E.HFSearch("sdpa", "tensor", False, 2))
     g = E.hf_grid(ours, varied, model, hist, beams=(5,), topk=5, searches=searches, users_n=6, repeats=1)
-    assert list(g.index) == [(5, "ours")] + [(5, s.name) for s in searches]
-    assert g["valid, distinct items"].all() and g.loc[(5, "ours"), "x ours"] == 1
+    ours_rows = [(5, "ours, batch 2"), (5, "ours, batch 256")]  # ours gets every batch size the searches use
+    assert list(g.index) == ours_rows + [(5, s.name) for s in searches]
+    assert g["valid, distinct items"].all() and g.loc[ours_rows, "x ours"].min() == 1
     s = E.hf_summary(g)
-    assert s.loc[5, "HF best / ours"] == g.drop(index=(5, "ours"))["x ours"].min()
+    assert s.loc[5, "HF best / ours"] == g.drop(index=ours_rows)["x ours"].min()
+    assert s.loc[5, "ours (ms per user)"] == g.loc[ours_rows, "ms per user"].min()
 
 
 def test_bad_input_is_named(tables, t5):

@@ -188,3 +188,23 @@ def test_code_log_prob_encodes_each_history_once_to_the_same_numbers(setup):
         each = model.code_log_prob(torch.from_numpy(hist[rows]), items)
     assert torch.equal(once, each)
     assert not torch.equal(once, model.code_log_prob(torch.from_numpy(hist[rows[::-1].copy()]), items))
+
+
+@pytest.mark.parametrize("beam", [3, 30])
+def test_rankings_equal_a_per_user_sort_of_the_finished_beams(setup, beam):
+    """recommend_both sorts and filters every user's finished beams at once; the oracle does it user by
+    user (a stable sort by log-prob, then drop the excluded items): the same items and the same bits."""
+    model, table, hist = setup
+    hist = np.where(hist >= 0, hist, 0)  # full windows: recommend neither trims nor reorders the batch
+    seen = np.concatenate([hist, np.arange(len(hist))[:, None] % len(table)], 1)
+    with torch.no_grad():
+        (ia, sa), (ie, se) = recommend_both(model, hist, table, beam=beam, topk=7, exclude=seen)
+        items, scores = beam_search(model, torch.from_numpy(hist), table, beam)
+    for r in range(len(hist)):
+        order = np.argsort(-scores[r], kind="stable")
+        i, s = items[r][order], scores[r][order]
+        keep = ~np.isin(i, seen[r])
+        for got_i, got_s, (want_i, want_s) in ((ia[r], sa[r], (i, s)), (ie[r], se[r], (i[keep], s[keep]))):
+            n = min(7, len(want_i))
+            assert got_i[:n].tolist() == want_i[:n].tolist() and np.array_equal(got_s[:n], want_s[:n])
+            assert (got_i[n:] == -1).all() and np.isneginf(got_s[n:]).all()
