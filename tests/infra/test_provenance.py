@@ -112,6 +112,19 @@ def test_check_passes_when_clean_and_names_what_an_edit_made_stale(fresh, monkey
     assert reproduce._report_check("smoke", False) == 1
 
 
+def test_a_record_without_its_notebook_is_sent_to_the_notebook_that_names_the_output(tmp_path, monkeypatch):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    (nbs / "04_stage2.py").write_text('report.save_table(t, "stage2_curves", cfgs)\nshared = "both"\n')
+    (nbs / "05_ablations.py").write_text("report.save_table(t, 'fig8_quantisers', cfgs)\nshared = 'both'\n")
+    monkeypatch.setattr(reproduce, "NOTEBOOKS", nbs)
+    assert reproduce._command({}, "cpu", "stage2_curves").endswith("--profile cpu --only 04")
+    assert reproduce._command({}, "cpu", "fig8_quantisers").endswith("--only 05")
+    assert reproduce._command({}, "cpu", "both") == "python -m ungerlib reproduce --profile cpu"  # two name it
+    assert reproduce._command({"notebook": "11_overall"}, "cpu", "stage2_curves").endswith("--only 11")
+    assert reproduce._command({}, "cpu", "tuning/table3_tuning") == "make tune PROFILE=cpu"
+
+
 def test_check_flags_a_changed_setting_a_dirty_tree_and_missing_records(fresh, monkeypatch):
     cfg = config.profile("smoke")
     _touch("stage1", cfg)

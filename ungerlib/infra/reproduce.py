@@ -275,11 +275,24 @@ def _profile_changes(rec: dict[str, Any], arts: list[dict[str, Any]]) -> list[st
     return [f"profile {name} changed ({diff})"] if diff else []
 
 
-def _command(rec: dict[str, Any], profile: str) -> str:
+def _command(rec: dict[str, Any], profile: str, name: str = "") -> str:
+    """What makes output ``name`` current: the command its record names, else its notebook's run (from
+    the record, or for a record older than that field the one notebook source that names the output)."""
     if rec.get("command"):
         return rec["command"]
-    nb = rec.get("notebook")
+    if name.startswith("tuning/"):
+        from ungerlib.analyses.tuning import COMMAND
+
+        return COMMAND.format(profile)
+    nb = rec.get("notebook") or _writer(Path(name).name)
     return f"python -m ungerlib reproduce --profile {profile}" + (f" --only {nb[:2]}" if nb else "")
+
+
+def _writer(output: str) -> str | None:
+    """The notebook whose source names ``output`` as a quoted string, if exactly one does."""
+    found = [p.stem for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+             if f'"{output}"' in (text := p.read_text()) or f"'{output}'" in text] if NOTEBOOKS.is_dir() else []
+    return found[0] if len(found) == 1 else None
 
 
 def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | None = None) -> dict[str, Finding]:
@@ -305,10 +318,10 @@ def check(profile: str = "cpu", allow_dirty: bool = False, folder: str | Path | 
     memo: dict = {}
     for name, kinds in sorted(names.items()):
         if "provenance" not in kinds:
-            out[name] = Finding([f"no {name}.provenance.json"], command=_command({}, profile))
+            out[name] = Finding([f"no {name}.provenance.json"], command=_command({}, profile, name))
             continue
         rec = json.loads((d / f"{name}.provenance.json").read_text())
-        f = Finding(command=_command(rec, rec.get("profile") or profile))
+        f = Finding(command=_command(rec, rec.get("profile") or profile, name))
         commit = str(rec.get("git_commit", "unknown"))
         if commit in ("", "unknown"):
             f.stale.append("made at an unknown commit")
