@@ -101,6 +101,30 @@ def test_dry_run_prints_the_total_and_an_estimate(capsys, tuned_everywhere):
     assert all(line.startswith("phase ") for line in out[:-1])
 
 
+def test_the_estimate_falls_back_from_the_data_set_to_the_kind_to_the_typical_time(tmp_path, monkeypatch):
+    import json
+
+    from ungerlib.infra import store
+
+    monkeypatch.setattr(store, "artefact_root", lambda: tmp_path)
+    for i, (dataset, wall) in enumerate([("Beauty", 100.0), ("Beauty", 300.0), ("Sports", 1000.0), ("synthetic", 5.0)]):
+        (tmp_path / "stage2" / f"run{i}").mkdir(parents=True)
+        (tmp_path / "stage2" / f"run{i}" / "provenance.json").write_text(
+            json.dumps({"key": {"data": {"dataset": dataset}}, "wall_s": wall}))
+
+    def job(kind, dataset):
+        extra = {"params": table3.full_grid("cpu", kind.split(".")[1])[0]} if kind.startswith("baseline.") else {}
+        j = prefill.job(kind, config.profile("cpu", dataset), dataset, **extra)
+        monkeypatch.setattr(type(j), "cached", lambda self: False)
+        return j
+
+    assert prefill.estimate([job("stage2", "Beauty")]) == 200  # its data set's runs
+    assert prefill.estimate([job("stage2", "Toys")]) == pytest.approx(1400 / 3)  # the real data sets' runs
+    assert prefill.estimate([job("stage2_dual", "Toys")]) == prefill.TYPICAL_S["stage2_dual"]
+    assert prefill.estimate([job("baseline.TIGER", "Toys")]) == prefill.TYPICAL_S["baseline.TIGER"]
+    assert prefill.estimate([job("baseline.NGCF", "Toys")]) == prefill.TYPICAL_S["baseline"]
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(config.ConfigError, match="unknown notebook"):
         prefill.plan("smoke", ["99"])

@@ -42,11 +42,13 @@ from ungerlib.infra import config as C
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
-# Seconds one run of a kind took on one thread of the 2-core development machine beside another job
-# (cpu profile; docs/REPRODUCIBILITY.md), used for the estimate where the store has no run of that
-# kind and data set yet. "codes" includes its Stage I. Smoke runs take seconds.
-TYPICAL_S = {"semantic": 240, "codes": 1200, "stage2": 3000, "eval": 3300, "eval_neighbours": 120,
-             "stage2_discrec": 2700, "eval_discrec": 2800, "baseline": 1500}
+# Seconds one run of a kind takes on one thread of the 2-core development machine beside another job
+# (cpu profile, Beauty; docs/REPRODUCIBILITY.md and docs/experiments/cpu_regeneration.md), used for the
+# estimate where the store has no run of that kind on any real data set yet. "codes" includes its
+# Stage I; a key "baseline.X" is one baseline, "baseline" the others. Smoke runs take seconds.
+TYPICAL_S = {"semantic": 240, "codes": 1200, "stage2": 5000, "eval": 3300, "eval_neighbours": 240,
+             "stage2_discrec": 2700, "eval_discrec": 2800, "stage2_dual": 10800, "eval_dual": 3600,
+             "baseline.TIGER": 10800, "baseline": 3300}
 
 
 @dataclass(frozen=True)
@@ -243,8 +245,10 @@ def build(j: Job) -> float:
 
 
 def estimate(jobs: list[Job]) -> float:
-    """Seconds of one-thread work to build the jobs not yet built: per job, the mean wall time of the
-    runs of its kind and data set already in the store, else :data:`TYPICAL_S` (0 for smoke)."""
+    """Seconds of one-thread work to build the jobs not yet built. Per job, the mean wall time of the
+    runs of its kind already in the store on the same data set, else on the other real data sets, else
+    :data:`TYPICAL_S` (0 for smoke). A run that resumed after a kill records only its last part, so the
+    store's means run low for the long kinds."""
     from ungerlib.infra import store
 
     seen: dict[tuple[str, str], list[float]] = {}
@@ -259,13 +263,12 @@ def estimate(jobs: list[Job]) -> float:
                 continue
     total = 0.0
     for j in jobs:
-        if j.cached():
+        if j.cached() or j.cfg.profile == "smoke":
             continue
-        past = seen.get((j.kind, j.cfg.data.dataset))
-        if past:
-            total += sum(past) / len(past)
-        elif j.cfg.profile != "smoke":
-            total += TYPICAL_S.get(j.kind.split(".")[0], 1500)
+        past = seen.get((j.kind, j.cfg.data.dataset)) or [s for (k, n), v in seen.items() if k == j.kind
+                                                          and n != "synthetic" for s in v]
+        typical = TYPICAL_S.get(j.kind, TYPICAL_S.get(j.kind.split(".")[0], TYPICAL_S["baseline"]))
+        total += sum(past) / len(past) if past else typical
     return total
 
 
