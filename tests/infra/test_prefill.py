@@ -101,25 +101,48 @@ def test_dry_run_prints_the_total_and_an_estimate(capsys, tuned_everywhere):
     assert all(line.startswith("phase ") for line in out[:-1])
 
 
-def test_the_estimate_falls_back_from_the_data_set_to_the_kind_to_the_typical_time(tmp_path, monkeypatch):
+def test_the_estimate_counts_own_times_and_the_unbuilt_runs_a_job_reads(tmp_path, monkeypatch):
     import json
 
     from ungerlib.infra import store
 
     monkeypatch.setattr(store, "artefact_root", lambda: tmp_path)
-    for i, (dataset, wall) in enumerate([("Beauty", 100.0), ("Beauty", 300.0), ("Sports", 1000.0), ("synthetic", 5.0)]):
-        (tmp_path / "stage2" / f"run{i}").mkdir(parents=True)
-        (tmp_path / "stage2" / f"run{i}" / "provenance.json").write_text(
-            json.dumps({"key": {"data": {"dataset": dataset}}, "wall_s": wall}))
+
+    def stored(kind, dataset, end, wall, own=None, i=[0]):
+        i[0] += 1
+        (tmp_path / kind / f"run{i[0]}").mkdir(parents=True)
+        rec = {"key": {"data": {"dataset": dataset}}, "wall_s": wall,
+               "created": f"2026-12-07T{end // 3600:02d}:{end % 3600 // 60:02d}:{end % 60:02d}+0000"}
+        (tmp_path / kind / f"run{i[0]}" / "provenance.json").write_text(json.dumps(rec | ({"own_s": own} if own else {})))
+
+    stored("stage2", "Beauty", 3000, 1000.0)  # trained inside the evaluation below
+    stored("codes", "Beauty", 2500, 400.0)  # inside that training: subtracted with it, not twice
+    stored("eval", "Beauty", 3600, 3000.0)  # an old record: own time 3000 - 1000
+    stored("eval", "Beauty", 9000, 500.0, own=100.0)
+    stored("stage2", "Sports", 20000, 3000.0)
+    stored("stage2", "synthetic", 30000, 5.0)
+    own = prefill.own_times(tmp_path, {"stage2", "codes", "eval"})
+    assert sorted(own[("eval", "Beauty")]) == [100.0, 2000.0] and own[("stage2", "Beauty")] == [600.0]
 
     def job(kind, dataset):
-        extra = {"params": table3.full_grid("cpu", kind.split(".")[1])[0]} if kind.startswith("baseline.") else {}
-        j = prefill.job(kind, config.profile("cpu", dataset), dataset, **extra)
-        monkeypatch.setattr(type(j), "cached", lambda self: False)
-        return j
+        extra = ({"params": table3.full_grid("cpu", kind.split(".")[1])[0]} if kind.startswith("baseline.")
+                 else {"neighbour_lambda": [5.0]} if kind == "eval_neighbours" else {})
+        return prefill.job(kind, config.profile("cpu", dataset), dataset, **extra)
 
-    assert prefill.estimate([job("stage2", "Beauty")]) == 200  # its data set's runs
-    assert prefill.estimate([job("stage2", "Toys")]) == pytest.approx(1400 / 3)  # the real data sets' runs
+    state = {}  # what is built, by (kind, data set); everything else missing
+    monkeypatch.setattr(prefill.Job, "cached", lambda self: state.get((self.kind, self.cfg.data.dataset)) == "built")
+    monkeypatch.setattr(artefacts, "state", lambda kind, cfg, **kw: state.get((kind, cfg.data.dataset), "missing"))
+    for k in ("semantic", "stage1", "codes", "stage2"):
+        state[(k, "Beauty")] = "built"
+    assert prefill.estimate([job("eval", "Beauty")]) == 1050  # its decoding only: (2000 + 100) / 2
+    del state[("stage2", "Beauty")]
+    assert prefill.estimate([job("eval", "Beauty")]) == 1050 + 600  # and the model it trains first
+    # two evaluations of one missing model count its training once; a planned training is its own job
+    assert prefill.estimate([job("eval", "Beauty"), job("eval_neighbours", "Beauty")]) == 1050 + 600 + prefill.TYPICAL_S["eval_neighbours"]
+    assert prefill.estimate([job("stage2", "Beauty"), job("eval", "Beauty")]) == 600 + 1050
+    for k in ("semantic", "stage1", "codes"):
+        state[(k, "Toys")] = "built"
+    assert prefill.estimate([job("stage2", "Toys")]) == pytest.approx(1800)  # the real data sets' runs
     assert prefill.estimate([job("stage2_dual", "Toys")]) == prefill.TYPICAL_S["stage2_dual"]
     assert prefill.estimate([job("baseline.TIGER", "Toys")]) == prefill.TYPICAL_S["baseline.TIGER"]
     assert prefill.estimate([job("baseline.NGCF", "Toys")]) == prefill.TYPICAL_S["baseline"]

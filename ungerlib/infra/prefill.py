@@ -42,12 +42,13 @@ from ungerlib.infra import config as C
 NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "10", "11", "12")  # the notebooks that read trained artefacts
 TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning)
 
-# Seconds one run of a kind takes on one thread of the 2-core development machine beside another job
-# (cpu profile, Beauty; docs/REPRODUCIBILITY.md and docs/experiments/cpu_regeneration.md), used for the
-# estimate where the store has no run of that kind on any real data set yet. "codes" includes its
-# Stage I; a key "baseline.X" is one baseline, "baseline" the others. Smoke runs take seconds.
-TYPICAL_S = {"semantic": 240, "codes": 1200, "stage2": 5000, "eval": 3300, "eval_neighbours": 240,
-             "stage2_discrec": 2700, "eval_discrec": 2800, "stage2_dual": 10800, "eval_dual": 3600,
+# Seconds a run of a kind takes by itself (not counting the kinds it reads: an evaluation is its decoding
+# only) on one thread of the 2-core development machine beside another job (cpu profile, Beauty;
+# docs/REPRODUCIBILITY.md, docs/experiments/cpu_regeneration.md). The estimate uses them where the store
+# has no run of the kind on a real data set yet. A key "baseline.X" is one baseline, "baseline" the
+# others. Smoke runs take seconds.
+TYPICAL_S = {"semantic": 120, "stage1": 1500, "codes": 300, "stage2": 5000, "eval": 300, "eval_neighbours": 240,
+             "stage2_discrec": 5000, "eval_discrec": 300, "stage2_dual": 10800, "eval_dual": 1800,
              "baseline.TIGER": 10800, "baseline": 3300}
 
 
@@ -245,31 +246,71 @@ def build(j: Job) -> float:
 
 
 def estimate(jobs: list[Job]) -> float:
-    """Seconds of one-thread work to build the jobs not yet built. Per job, the mean wall time of the
-    runs of its kind already in the store on the same data set, else on the other real data sets, else
-    :data:`TYPICAL_S` (0 for smoke). A run that resumed after a kill records only its last part, so the
-    store's means run low for the long kinds."""
+    """Seconds of one-thread work to build the jobs not yet built, and the runs they read that are
+    neither built nor jobs themselves (an evaluation trains its model first), each counted once.
+
+    A run's cost is the mean own time (:func:`own_times`) of the runs of its kind in the store on the
+    same data set, else on the other real data sets, else :data:`TYPICAL_S`; 0 for smoke. A run that
+    resumed after a kill records only its last part, so the store's means run low for the long kinds."""
     from ungerlib.infra import store
 
-    seen: dict[tuple[str, str], list[float]] = {}
-    root = store.artefact_root()
-    for kind in {j.kind for j in jobs}:
+    if not jobs:
+        return 0.0
+    needed = {k.name for j in jobs for k in artefacts.get(j.kind).chain()}
+    own = own_times(store.artefact_root(), needed)
+
+    def cost(kind: str, dataset: str) -> float:
+        past = own.get((kind, dataset)) or [s for (k, n), v in own.items() if k == kind and n != "synthetic" for s in v]
+        return sum(past) / len(past) if past else TYPICAL_S.get(kind, TYPICAL_S.get(kind.split(".")[0], TYPICAL_S["baseline"]))
+
+    planned = {(j.kind, j.key_hash) for j in jobs}
+    counted: set[tuple[str, str]] = set()
+    total = 0.0
+    for j in jobs:
+        if j.cfg.profile == "smoke" or j.cached():
+            continue
+        total += cost(j.kind, j.cfg.data.dataset)
+        for up in artefacts.get(j.kind).chain()[:-1]:
+            if not (up.stored and up.build):
+                continue
+            run = (up.name, artefacts.key_hash(up.name, j.cfg))
+            if run not in planned and run not in counted:
+                counted.add(run)
+                if artefacts.state(up.name, j.cfg) != "built":
+                    total += cost(up.name, j.cfg.data.dataset)
+    return total
+
+
+def own_times(root: Path, kinds: set[str]) -> dict[tuple[str, str], list[float]]:
+    """``{(kind, data set): [seconds]}``: each stored run's own time, its ``own_s``; a record made before
+    that field has its ``wall_s`` less the wall times of the runs of upstream kinds that finished within
+    it (the outermost ones, so a model trained inside an evaluation is subtracted once)."""
+    import datetime as dt
+
+    recs = []
+    for kind in kinds:
         folder = root / kind
         for p in folder.glob("*/provenance.json") if folder.is_dir() else []:
             try:
-                rec = json.loads(p.read_text())
-                seen.setdefault((kind, rec["key"]["data"]["dataset"]), []).append(float(rec["wall_s"]))
+                r = json.loads(p.read_text())
+                end = dt.datetime.strptime(r["created"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+                recs.append((kind, r["key"]["data"]["dataset"], end - float(r["wall_s"]), end, float(r["wall_s"]),
+                             r.get("own_s")))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-    total = 0.0
-    for j in jobs:
-        if j.cached() or j.cfg.profile == "smoke":
-            continue
-        past = seen.get((j.kind, j.cfg.data.dataset)) or [s for (k, n), v in seen.items() if k == j.kind
-                                                          and n != "synthetic" for s in v]
-        typical = TYPICAL_S.get(j.kind, TYPICAL_S.get(j.kind.split(".")[0], TYPICAL_S["baseline"]))
-        total += sum(past) / len(past) if past else typical
-    return total
+    out: dict[tuple[str, str], list[float]] = {}
+    for kind, data, start, end, wall, own_s in recs:
+        if own_s is None:
+            upstream = {k.name for k in artefacts.get(kind).chain()[:-1]}
+            inner = sorted((r for r in recs if r[0] in upstream and r[1] == data and start <= r[2] and r[3] <= end),
+                           key=lambda r: -r[4])
+            outermost: list[tuple] = []
+            for r in inner:
+                if not any(o[2] <= r[2] and r[3] <= o[3] for o in outermost):
+                    outermost.append(r)
+            own_s = max(wall - sum(r[4] for r in outermost), 0.0)
+        out.setdefault((kind, data), []).append(float(own_s))
+    return out
 
 
 class Executor(Protocol):

@@ -386,6 +386,11 @@ def _build_lock(kind: str, final: Path) -> Iterator[None]:
         yield
 
 
+# Seconds spent in builds nested in each build in progress, innermost last (an evaluation that trains its
+# model first): a record's ``own_s`` is its ``wall_s`` less these, what prefill's estimate needs.
+_NESTED: list[float] = []
+
+
 def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: str | Path | None,
            verbose: bool, record: dict[str, Any] | None) -> Artefact:
     """Build ``kind`` into ``final`` (the caller holds its lock): in a temporary folder beside it, with
@@ -395,10 +400,12 @@ def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: st
     work.mkdir(parents=True, exist_ok=True)
     tmp = _build_dir(final)
     t0 = time.time()
+    _NESTED.append(0.0)
     try:
         extra = build(tmp, work) or {}
-        atomic_write_json(tmp / "provenance.json",
-                          provenance(key, kind=kind, wall_s=round(time.time() - t0, 2), **(record or {}), **extra))
+        wall = time.time() - t0
+        atomic_write_json(tmp / "provenance.json", provenance(key, kind=kind, wall_s=round(wall, 2),
+                                                              own_s=round(wall - _NESTED[-1], 2), **(record or {}), **extra))
         if final.exists():  # force=True: replace the old one
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -406,6 +413,10 @@ def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: st
         shutil.rmtree(tmp, ignore_errors=True)
         _drop_if_empty(work)
         raise
+    finally:
+        _NESTED.pop()
+        if _NESTED:  # this build ran inside another one's: that one's own time excludes it
+            _NESTED[-1] += time.time() - t0
     shutil.rmtree(work, ignore_errors=True)
     if verbose:
         runtime.log(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
