@@ -81,6 +81,31 @@ def test_cached_builds_once_atomically_and_records_provenance(tmp_path):
     assert not (final.parent / (final.name + ".work")).exists()
 
 
+def test_a_resumed_build_records_the_time_of_every_attempt_up_to_its_last_checkpoint(tmp_path):
+    def killed(out, work):
+        (work / "ckpt").write_text("epoch 3")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.cached("thing", {"a": 5}, killed, root=tmp_path)
+    h = store.config_hash({"a": 5})
+    attempt = tmp_path / ".locks" / f"thing.{h}.attempt.json"
+    now = time.time()  # pretend: started 100 s ago, last checkpoint 40 s ago (the rest was lost and is redone)
+    attempt.write_text(json.dumps({"started": now - 100, "earlier_s": 7.0}))
+    os.utime(tmp_path / "thing" / f"{h}.work" / "ckpt", (now - 40, now - 40))
+    assert store.state("thing", {"a": 5}, tmp_path) == "checkpoint"
+
+    def nested(out, work):  # a build inside this one (an evaluation training its model) is not its own time
+        store.cached("inner", {"b": 1}, lambda o, w: time.sleep(0.2), root=tmp_path)
+
+    prov = store.cached("thing", {"a": 5}, nested, root=tmp_path).provenance
+    assert prov["resumed_after_s"] == pytest.approx(7 + 60, abs=0.5)
+    assert 67 + 0.2 <= prov["wall_s"] < 67 + 5 and prov["own_s"] == pytest.approx(prov["wall_s"] - 0.2, abs=0.15)
+    assert not attempt.exists()
+    inner = store.cached("inner", {"b": 1}, None, root=tmp_path).provenance
+    assert "resumed_after_s" not in inner and inner["own_s"] == inner["wall_s"] >= 0.2
+
+
 def test_read_returns_what_is_built_and_never_builds_or_touches_the_store(tmp_path):
     key = {"a": 1}
     with pytest.raises(KeyError, match="no built thing"):

@@ -386,6 +386,18 @@ def _build_lock(kind: str, final: Path) -> Iterator[None]:
         yield
 
 
+def _earlier_attempts(attempt: Path, work: Path) -> float:
+    """Seconds of work that killed earlier builds left in ``work`` for this one to resume: each from its
+    start (recorded in ``attempt``) to its last checkpoint (the newest file in ``work``); what came after
+    the checkpoint is redone, so it is not counted. 0 for a first build or an unreadable record."""
+    try:
+        rec = json.loads(attempt.read_text())
+        files = [p.stat().st_mtime for p in work.iterdir()] if work.is_dir() else []
+        return float(rec["earlier_s"]) + max(max(files, default=0.0) - float(rec["started"]), 0.0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 # Seconds spent in builds nested in each build in progress, innermost last (an evaluation that trains its
 # model first): a record's ``own_s`` is its ``wall_s`` less these, what prefill's estimate needs.
 _NESTED: list[float] = []
@@ -400,12 +412,17 @@ def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: st
     work.mkdir(parents=True, exist_ok=True)
     tmp = _build_dir(final)
     t0 = time.time()
+    attempt = final.parent.parent / ".locks" / f"{kind}.{final.name}.attempt.json"
+    attempt.parent.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_attempts(attempt, work)
+    atomic_write_json(attempt, {"started": t0, "earlier_s": earlier})
     _NESTED.append(0.0)
     try:
         extra = build(tmp, work) or {}
         wall = time.time() - t0
-        atomic_write_json(tmp / "provenance.json", provenance(key, kind=kind, wall_s=round(wall, 2),
-                                                              own_s=round(wall - _NESTED[-1], 2), **(record or {}), **extra))
+        atomic_write_json(tmp / "provenance.json", provenance(
+            key, kind=kind, wall_s=round(earlier + wall, 2), own_s=round(earlier + wall - _NESTED[-1], 2),
+            **({"resumed_after_s": round(earlier, 2)} if earlier else {}), **(record or {}), **extra))
         if final.exists():  # force=True: replace the old one
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -418,6 +435,7 @@ def _build(kind: str, key: dict[str, Any], build: Builder, final: Path, root: st
         if _NESTED:  # this build ran inside another one's: that one's own time excludes it
             _NESTED[-1] += time.time() - t0
     shutil.rmtree(work, ignore_errors=True)
+    attempt.unlink(missing_ok=True)
     if verbose:
         runtime.log(f"[store] built {kind} {final.name} in {time.time() - t0:.1f}s")
     record_read(kind, key, (record or {}).get("code_hash"))
