@@ -2,8 +2,9 @@
 
     python bench/bench_hf_generate.py [--dataset Beauty] [--users 256] [--beams 20 50] [--threads 2] [--json out.json]
 
-Our model at the ``cpu`` profile's Stage II settings and a ``T5ForConditionalGeneration`` of the same
-sizes, both untrained (seeded: the per-step work does not depend on the weights), both over the trie of
+Our two models at the ``cpu`` profile's Stage II settings (the paper's model, codes only, the T5's like; and
+the profiles' decoder with its item tables) and a ``T5ForConditionalGeneration`` of the same
+sizes, all untrained (seeded: the per-step work does not depend on the weights), all over the trie of
 the data set's unified code (the cached ``codes`` artefact of the profile's default run; built if
 missing), top 20, the same test users. Every ``generate`` configuration of
 :func:`ungerlib.analyses.efficiency.default_searches` is timed (attention implementation, list or tensor
@@ -41,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config.profile(a.profile, dataset=a.dataset)
     _, splits = data.get_splits(cfg)
     table = codes.item_codes(efficiency.code_config(cfg, "unified"))
-    # the profiles' decoder (as notebook 10); IKD's width is Stage I's integrated embedding's
-    ours, t5 = efficiency.untrained_pair(efficiency.code_config(cfg, "unified + item tables"), table,
-                                         cfg.stage1.dim, splits.max_len)
-    print(f"{a.dataset}: {len(table)} items, ours {efficiency.parameters(ours):,} parameters, "
-          f"T5 {efficiency.parameters(t5):,}; {torch.get_num_threads()} thread(s), {a.users} users", flush=True)
+    # the paper's model and the profiles' decoder (as notebook 10); IKD's width is Stage I's integrated embedding's
+    ours = {}
+    for code, label in (("unified", "paper's model"), ("unified + item tables", "+ item tables")):
+        ours[label], t5 = efficiency.untrained_pair(efficiency.code_config(cfg, code), table, cfg.stage1.dim,
+                                                    splits.max_len)
+    sizes = ", ".join(f"{k} {efficiency.parameters(m):,}" for k, m in ours.items())
+    print(f"{a.dataset}: {len(table)} items, ours: {sizes} parameters, T5 {efficiency.parameters(t5):,}; "
+          f"{torch.get_num_threads()} thread(s), {a.users} users", flush=True)
     grid = efficiency.hf_grid(ours, table, t5, splits.test.history, beams=tuple(a.beams), topk=a.topk,
                               users_n=a.users, repeats=a.repeats)
     summary = efficiency.hf_summary(grid)

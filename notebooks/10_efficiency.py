@@ -131,35 +131,38 @@ if hf:
     display(agree)
 
 # %% [markdown]
-# Then the speed: our beam on our model (the profiles' decoder, untrained) against every `generate`
-# configuration (attention implementation, callback as a Python list or a tensor mask, with or without an
-# end token, batch size) on an untrained T5 of equal size, both over the unified code's trie, top 20, at
-# beams 20 and 50, same users, one after another. Ours runs at the same batch sizes as `generate`, and
-# each side's fastest is compared. Peak memory is the growth of the process's resident memory during a
-# separate untimed run.
+# Then the speed: our beam on our models against every `generate` configuration (attention
+# implementation, callback as a Python list or a tensor mask, with or without an end token, batch size) on
+# an untrained T5 of equal size, all over the unified code's trie, top 20, at beams 20 and 50, same users,
+# one after another. Two of our models, untrained like the T5: the paper's model (codes only), which is
+# the T5's like (the same history tokens, one output token per code level, about the same parameters),
+# and the profiles' decoder with its item tables (one embedding per trie node, scored per parent). Ours
+# runs at the same batch sizes as `generate`, and each side's fastest is compared. Peak memory is the
+# growth of the process's resident memory during a separate untimed run.
 
 # %%
 if hf:
     uni_table = decoders["unified"].tables[""]
     device = next(decoders["unified"].model.parameters()).device
-    profiles_decoder = decoders["unified + item tables"]
-    ours, t5 = efficiency.untrained_pair(profiles_decoder.cfg, uni_table, profiles_decoder.model.ikd.out_features,
-                                         splits.max_len, device)
-    sizes = pd.Series({"ours (untrained, profiles' decoder)": efficiency.parameters(ours),
+    d_int = decoders["unified + item tables"].model.ikd.out_features
+    ours_models = {}
+    for code, label in (("unified", "paper's model"), ("unified + item tables", "+ item tables")):
+        ours_models[label], t5 = efficiency.untrained_pair(decoders[code].cfg, uni_table, d_int, splits.max_len, device)
+    ours = ours_models["+ item tables"]  # the beam profile below
+    sizes = pd.Series({**{f"ours ({k}, untrained)": efficiency.parameters(m) for k, m in ours_models.items()},
                        "T5 (untrained)": efficiency.parameters(t5)}, name="parameters")
     display(sizes.to_frame())
-    grid = efficiency.hf_grid(ours, uni_table, t5, splits.test.history, beams=(20, 50), topk=20,
+    grid = efficiency.hf_grid(ours_models, uni_table, t5, splits.test.history, beams=(20, 50), topk=20,
                               users_n=min(n_users, 256), repeats=repeats)
     summary = efficiency.hf_summary(grid)
     report.save_table(grid, "hf_generate_grid", cfgs, legend=f"{name}, unified code's trie, top 20, untrained weights",
                       wall_clock=True)
     report.save_table(summary, "hf_generate_summary", cfgs, legend=f"{name}, unified code's trie, top 20", wall_clock=True)
     display(Markdown(" ".join(
-        f"At beam {b}, ours takes {r['ours (ms per user)']:.2f} ms per user ({r['ours configuration']}), "
-        f"Hugging Face's usual call "
-        f"{r['HF usual (ms per user)']:.2f} ({r['HF usual / ours']:.1f}x) and its fastest configuration "
-        f"({r['HF best configuration']}) {r['HF best (ms per user)']:.2f} ({r['HF best / ours']:.1f}x)."
-        for b, r in summary.iterrows())))
+        f"At beam {b}, ours ({m}) takes {r['ours (ms per user)']:.2f} ms per user ({r['ours configuration']}), "
+        f"{r['HF usual / ours']:.1f}x faster than Hugging Face's usual call ({r['HF usual (ms per user)']:.2f}) and "
+        f"{r['HF best / ours']:.1f}x faster than its fastest configuration ({r['HF best configuration']}, "
+        f"{r['HF best (ms per user)']:.2f})." for (b, m), r in summary.iterrows())))
     display(summary)
     grid
 

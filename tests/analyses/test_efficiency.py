@@ -129,17 +129,22 @@ def test_hf_returns_valid_distinct_items_on_codes_of_different_lengths(tables):
 def test_hf_grid_times_every_configuration_on_valid_items(tables):
     varied, _ = tables
     torch.manual_seed(0)
-    ours = UNGER(varied, 8, _s2(**ROW_J), max_hist=6).eval()
+    ours = {"codes only": UNGER(varied, 8, _s2(), max_hist=6).eval(),
+            "item tables": UNGER(varied, 8, _s2(**ROW_J), max_hist=6).eval()}
     model = E.t5_model(_s2(), varied, seed=1)
     hist = np.random.default_rng(4).integers(0, len(varied), size=(6, 6))
     searches = (E.USUAL, E.HFSearch("sdpa", "tensor", False, 2))
     g = E.hf_grid(ours, varied, model, hist, beams=(5,), topk=5, searches=searches, users_n=6, repeats=1)
-    ours_rows = [(5, "ours, batch 2"), (5, "ours, batch 256")]  # ours gets every batch size the searches use
+    ours_rows = [(5, f"ours ({n}), batch {b}") for n in ours for b in (2, 256)]  # every batch size the searches use
     assert list(g.index) == ours_rows + [(5, s.name) for s in searches]
-    assert g["valid, distinct items"].all() and g.loc[ours_rows, "x ours"].min() == 1
+    assert g["valid, distinct items"].all() and g.loc[ours_rows[:2], "x ours"].min() == 1
+    assert list(g["model"]) == ["codes only"] * 2 + ["item tables"] * 2 + ["T5"] * 2
     s = E.hf_summary(g)
-    assert s.loc[5, "HF best / ours"] == g.drop(index=ours_rows)["x ours"].min()
-    assert s.loc[5, "ours (ms per user)"] == g.loc[ours_rows, "ms per user"].min()
+    assert list(s.index) == [(5, "codes only"), (5, "item tables")]
+    for n in ours:
+        mine = g[g["model"] == n]["ms per user"].min()
+        assert s.loc[(5, n), "ours (ms per user)"] == mine
+        assert s.loc[(5, n), "HF best / ours"] == pytest.approx(g[g["model"] == "T5"]["ms per user"].min() / mine)
 
 
 def test_bad_input_is_named(tables, t5):

@@ -613,17 +613,19 @@ def _timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
 BATCH_SIZES = (32, 128, 256)  # users per call, for ours and for every generate configuration alike
 
 
-def hf_grid(ours: Any, ours_table: CodeTable, t5: Any, histories: np.ndarray, beams: tuple[int, ...] = (20, 50),
-            topk: int = 20, searches: tuple[HFSearch, ...] | None = None, users_n: int = 256, repeats: int = 2,
-            seed: int = 0) -> pd.DataFrame:
-    """Our beam on our model against every ``generate`` configuration in ``searches`` (default
-    :func:`default_searches`) on ``t5``, same users, same trie, one after another per beam; ours runs at
-    every batch size the searches use, so both sides get the same choice. Columns: ms per user (best of
-    ``repeats``), peak memory growth (MiB, a separate untimed run), whether every list holds only valid,
-    distinct items, and each time over our fastest. Rows ``(beam, method)``; method ``ours, batch N`` or
-    the search's name."""
+def hf_grid(ours: Any | dict[str, Any], ours_table: CodeTable, t5: Any, histories: np.ndarray,
+            beams: tuple[int, ...] = (20, 50), topk: int = 20, searches: tuple[HFSearch, ...] | None = None,
+            users_n: int = 256, repeats: int = 2, seed: int = 0) -> pd.DataFrame:
+    """Our beam on our model(s) ``ours`` (one model, or ``{name: model}``) against every ``generate``
+    configuration in ``searches`` (default :func:`default_searches`) on ``t5``, same users, same trie,
+    one after another per beam; ours runs at every batch size the searches use, so both sides get the
+    same choice. Columns: ``model`` (our model's name, or ``T5``), ms per user (best of ``repeats``),
+    peak memory growth (MiB, a separate untimed run), whether every list holds only valid, distinct
+    items, and each time over the fastest run of our first model. Rows ``(beam, method)``; method
+    ``ours (<name>), batch N`` or the search's name."""
     from ungerlib.model.beam import recommend
 
+    models = ours if isinstance(ours, dict) else {"ours": ours}
     searches = searches or default_searches()
     batch_sizes = sorted({s.batch_size for s in searches})
     hist_np = users(histories, users_n, seed)
@@ -631,29 +633,27 @@ def hf_grid(ours: Any, ours_table: CodeTable, t5: Any, histories: np.ndarray, be
     tries = {end: TrieTokens(ours_table, end) for end in {s.end for s in searches}}
     rows = []
     with torch.no_grad():
-        recommend(ours, hist_np[:8], ours_table, beam=min(beams), topk=topk)  # warm-up
+        for m in models.values():  # warm-up
+            recommend(m, hist_np[:8], ours_table, beam=min(beams), topk=topk)
         hf_generate(t5, ours_table, hist[:4], min(beams), topk, searches[0], tries[searches[0].end])
         for beam in beams:
-            calls = {f"ours, batch {bs}": lambda bs=bs: recommend(ours, hist_np, ours_table, beam=beam, topk=topk,
-                                                                  batch_size=bs)[0] for bs in batch_sizes}
+            calls = {f"ours ({name}), batch {bs}": (name, lambda m=m, bs=bs: recommend(
+                m, hist_np, ours_table, beam=beam, topk=topk, batch_size=bs)[0])
+                for name, m in models.items() for bs in batch_sizes}
             for s in searches:
-                calls[s.name] = lambda s=s: hf_generate(t5, ours_table, hist, beam, topk, s, tries[s.end])[0]
-            for name, fn in calls.items():
+                calls[s.name] = ("T5", lambda s=s: hf_generate(t5, ours_table, hist, beam, topk, s, tries[s.end])[0])
+            for method, (model, fn) in calls.items():
                 secs, items = _timed(fn, repeats)
                 with PeakRSS() as mem:
                     fn()
-                rows.append({"beam": beam, "method": name, "ms per user": 1000 * secs / len(hist),
-                             "peak memory growth (MiB)": mem.peak_mib, "valid, distinct items": valid_distinct(items, len(ours_table)),
+                rows.append({"beam": beam, "method": method, "model": model, "ms per user": 1000 * secs / len(hist),
+                             "peak memory growth (MiB)": mem.peak_mib,
+                             "valid, distinct items": valid_distinct(items, len(ours_table)),
                              "users": len(hist), "threads": _threads()})
     out = pd.DataFrame(rows).set_index(["beam", "method"])
-    fastest = out["ms per user"][_is_ours(out)].groupby(level="beam").min()
+    fastest = out["ms per user"][out["model"] == next(iter(models))].groupby(level="beam").min()
     out["x ours"] = [v / fastest[b] for (b, _), v in out["ms per user"].items()]
     return out
-
-
-def _is_ours(grid: pd.DataFrame) -> np.ndarray:
-    methods = grid.index.get_level_values("method") if grid.index.nlevels > 1 else grid.index
-    return np.asarray(methods.str.startswith("ours"), dtype=bool)
 
 
 def default_searches(batch_sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[HFSearch, ...]:
@@ -671,21 +671,24 @@ def default_searches(batch_sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[HFSear
 
 
 def hf_summary(grid: pd.DataFrame) -> pd.DataFrame:
-    """Per beam: our fastest batch size, Hugging Face's usual call and its fastest configuration, with
-    the ratios."""
+    """Per beam and each of our models (:func:`hf_grid`): its fastest batch size, Hugging Face's usual
+    call and its fastest configuration, with the ratios. Rows ``(beam, ours)``."""
     rows = []
     for beam, g in grid.groupby(level="beam"):
         g = g.droplevel("beam")
-        ours, hf = g[_is_ours(g)], g[~_is_ours(g)]
-        me, best = ours["ms per user"].idxmin(), hf["ms per user"].idxmin()
-        rows.append({"beam": beam, "ours (ms per user)": ours.loc[me, "ms per user"], "ours configuration": me,
-                     "HF usual (ms per user)": g.loc[USUAL.name, "ms per user"] if USUAL.name in g.index else np.nan,
-                     "HF best (ms per user)": hf.loc[best, "ms per user"], "HF best configuration": best,
-                     "HF usual / ours": g.loc[USUAL.name, "x ours"] if USUAL.name in g.index else np.nan,
-                     "HF best / ours": hf.loc[best, "x ours"],
-                     "ours peak memory (MiB)": ours.loc[me, "peak memory growth (MiB)"],
-                     "HF best peak memory (MiB)": hf.loc[best, "peak memory growth (MiB)"]})
-    return pd.DataFrame(rows).set_index("beam")
+        hf = g[g["model"] == "T5"]
+        best = hf["ms per user"].idxmin()
+        usual = hf.loc[USUAL.name, "ms per user"] if USUAL.name in hf.index else np.nan
+        for model, ours in g[g["model"] != "T5"].groupby("model", sort=False):
+            me = ours["ms per user"].idxmin()
+            t = ours.loc[me, "ms per user"]
+            rows.append({"beam": beam, "ours": model, "ours (ms per user)": t, "ours configuration": me,
+                         "HF usual (ms per user)": usual, "HF best (ms per user)": hf.loc[best, "ms per user"],
+                         "HF best configuration": best, "HF usual / ours": usual / t,
+                         "HF best / ours": hf.loc[best, "ms per user"] / t,
+                         "ours peak memory (MiB)": ours.loc[me, "peak memory growth (MiB)"],
+                         "HF best peak memory (MiB)": hf.loc[best, "peak memory growth (MiB)"]})
+    return pd.DataFrame(rows).set_index(["beam", "ours"])
 
 
 # ----------------------------------------------------------------------------- where our time goes
