@@ -159,7 +159,7 @@ if hf:
                       wall_clock=True)
     report.save_table(summary, "hf_generate_summary", cfgs, legend=f"{name}, unified code's trie, top 20", wall_clock=True)
     display(Markdown(" ".join(
-        f"At beam {b}, ours ({m}) takes {r['ours (ms per user)']:.2f} ms per user ({r['ours configuration']}), "
+        f"At beam {b}, ours ({m}) takes {r['ours (ms per user)']:.2f} ms per user (at {r['ours configuration']}), "
         f"{r['HF usual / ours']:.1f}x faster than Hugging Face's usual call ({r['HF usual (ms per user)']:.2f}) and "
         f"{r['HF best / ours']:.1f}x faster than its fastest configuration ({r['HF best configuration']}, "
         f"{r['HF best (ms per user)']:.2f})." for (b, m), r in summary.iterrows())))

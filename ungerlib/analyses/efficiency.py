@@ -682,7 +682,7 @@ def hf_summary(grid: pd.DataFrame) -> pd.DataFrame:
         for model, ours in g[g["model"] != "T5"].groupby("model", sort=False):
             me = ours["ms per user"].idxmin()
             t = ours.loc[me, "ms per user"]
-            rows.append({"beam": beam, "ours": model, "ours (ms per user)": t, "ours configuration": me,
+            rows.append({"beam": beam, "ours": model, "ours (ms per user)": t, "ours configuration": me.rsplit(", ", 1)[-1],
                          "HF usual (ms per user)": usual, "HF best (ms per user)": hf.loc[best, "ms per user"],
                          "HF best configuration": best, "HF usual / ours": usual / t,
                          "HF best / ours": hf.loc[best, "ms per user"] / t,
