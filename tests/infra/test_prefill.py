@@ -131,7 +131,7 @@ def test_the_estimate_counts_own_times_and_the_unbuilt_runs_a_job_reads(tmp_path
 
     state = {}  # what is built, by (kind, data set); everything else missing
     monkeypatch.setattr(prefill.Job, "cached", lambda self: state.get((self.kind, self.cfg.data.dataset)) == "built")
-    monkeypatch.setattr(artefacts, "state", lambda kind, cfg, **kw: state.get((kind, cfg.data.dataset), "missing"))
+    monkeypatch.setattr(store, "state", lambda kind, key, root=None: state.get((kind, key["data"]["dataset"]), "missing"))
     for k in ("semantic", "stage1", "codes", "stage2"):
         state[(k, "Beauty")] = "built"
     assert prefill.estimate([job("eval", "Beauty")]) == 1050  # its decoding only: (2000 + 100) / 2

@@ -250,8 +250,9 @@ def estimate(jobs: list[Job]) -> float:
     neither built nor jobs themselves (an evaluation trains its model first), each counted once.
 
     A run's cost is the mean own time (:func:`own_times`) of the runs of its kind in the store on the
-    same data set, else on the other real data sets, else :data:`TYPICAL_S`; 0 for smoke. A run that
-    resumed after a kill records only its last part, so the store's means run low for the long kinds."""
+    same data set, else on the other real data sets, else :data:`TYPICAL_S`; 0 for smoke. A run resumed
+    after a kill counts its earlier attempts only where they were recorded (builds since ``own_s``), so
+    older records of the long kinds run low."""
     from ungerlib.infra import store
 
     if not jobs:
@@ -273,10 +274,11 @@ def estimate(jobs: list[Job]) -> float:
         for up in artefacts.get(j.kind).chain()[:-1]:
             if not (up.stored and up.build):
                 continue
-            run = (up.name, artefacts.key_hash(up.name, j.cfg))
+            key = artefacts.key(up.name, j.cfg)
+            run = (up.name, store.config_hash(key))
             if run not in planned and run not in counted:
                 counted.add(run)
-                if artefacts.state(up.name, j.cfg) != "built":
+                if store.state(up.name, key) != "built":
                     total += cost(up.name, j.cfg.data.dataset)
     return total
 
