@@ -176,18 +176,21 @@ def test_code_log_prob_is_the_beam_score_of_each_item(setup):
             assert np.allclose(forced, scores[r], atol=1e-6)
 
 
-def test_code_log_prob_encodes_each_history_once_to_the_same_numbers(setup):
-    """Scoring items against rows of a few histories (each encoded once) gives exactly what one
-    repeated history per item gives: the dual code's merge relies on it to stay bit-identical."""
+def test_code_log_prob_scores_several_items_per_history_as_one_history_per_item(setup):
+    """Scoring W items against each of a few histories (each encoded once, its items extra queries
+    against its memory) gives what one repeated history per item gives, and reads the right history."""
     model, table, hist = setup
     rng = np.random.default_rng(0)
-    rows = rng.integers(len(hist), size=40)
-    items = torch.from_numpy(rng.integers(len(table), size=40))
+    W = 5
+    items = torch.from_numpy(rng.integers(len(table), size=len(hist) * W))
     with torch.no_grad():
-        once = model.code_log_prob(torch.from_numpy(hist), items, torch.from_numpy(rows))
-        each = model.code_log_prob(torch.from_numpy(hist[rows]), items)
-    assert torch.equal(once, each)
-    assert not torch.equal(once, model.code_log_prob(torch.from_numpy(hist[rows[::-1].copy()]), items))
+        grouped = model.code_log_prob(torch.from_numpy(hist), items)
+        each = model.code_log_prob(torch.from_numpy(np.repeat(hist, W, 0)), items)
+        shifted = model.code_log_prob(torch.from_numpy(np.roll(hist, 1, 0)), items)
+    assert torch.allclose(grouped, each, rtol=0, atol=1e-5)
+    assert not torch.allclose(grouped, shifted, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="cannot be split evenly"):
+        model.code_log_prob(torch.from_numpy(hist), items[:-1])
 
 
 @pytest.mark.parametrize("beam", [3, 30])

@@ -103,8 +103,8 @@ class DualUNGER(nn.Module):
         self.eval()
         lists = {s: recommend_both(m, histories, self.tables[s], beam=beam, topk=topk, batch_size=batch_size,
                                    exclude=exclude) for s, m in self.streams.items()}
-        return (self.merge(histories, {s: lists[s][0][0] for s in STREAMS}, topk),
-                self.merge(histories, {s: lists[s][1][0] for s in STREAMS}, topk))
+        every, excluded = self.merge_all(histories, [{s: lists[s][r][0] for s in STREAMS} for r in (0, 1)], topk)
+        return every, excluded  # each user's candidates in either ranking scored once
 
     @torch.no_grad()
     def recommend(self, histories: np.ndarray, beam: int, topk: int,
@@ -118,30 +118,52 @@ class DualUNGER(nn.Module):
                  for s, m in self.streams.items()}
         return self.merge(histories, lists, topk)
 
-    @torch.no_grad()
     def merge(self, histories: np.ndarray, lists: dict[str, np.ndarray], topk: int) -> tuple[np.ndarray, np.ndarray]:
         """The union of each stream's list ``lists[s]`` [N, k] (-1 pads) per user, rescored by the sum of
         both streams' log-probabilities of the candidate's own code, best ``topk`` kept (ties by item id)."""
-        cand = [np.unique(np.concatenate([lists[s][u] for s in STREAMS])) for u in range(len(histories))]
-        cand = [c[c >= 0] for c in cand]
-        users = np.repeat(np.arange(len(histories)), [len(c) for c in cand])
-        items = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        score = np.zeros(len(items))
-        for m in self.streams.values():
-            for b in range(0, len(items), 4096):  # each user's history encoded once per chunk, not once per candidate
-                rows, inv = np.unique(users[b:b + 4096], return_inverse=True)
-                h = torch.from_numpy(trim(histories[rows])).to(DEVICE)
-                score[b:b + 4096] += m.code_log_prob(h, torch.from_numpy(items[b:b + 4096]).to(DEVICE),
-                                                     torch.from_numpy(inv).to(DEVICE)).cpu().numpy()
-        ranked = np.full((len(histories), topk), PAD, np.int64)
-        scores = np.full((len(histories), topk), -np.inf)
-        start = 0
-        for u, c in enumerate(cand):
-            sc = score[start:start + len(c)]
-            start += len(c)
-            order = np.lexsort((c, -sc))[:topk]  # best summed log-probability; ties by item id
-            ranked[u, :len(order)], scores[u, :len(order)] = c[order], sc[order]
-        return ranked, scores
+        return self.merge_all(histories, [lists], topk)[0]
+
+    @torch.no_grad()
+    def merge_all(self, histories: np.ndarray, rankings: list[dict[str, np.ndarray]],
+                  topk: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`merge` of several rankings' lists (e.g. every item ranked, and the history excluded) of
+        the same users: each user's candidates in any of them are scored once."""
+        pooled = [np.unique(np.concatenate([r[s][u] for r in rankings for s in STREAMS])) for u in range(len(histories))]
+        pooled = [c[c >= 0] for c in pooled]
+        score = self.candidate_log_probs(histories, pooled)
+        out = []
+        for r in rankings:
+            ranked = np.full((len(histories), topk), PAD, np.int64)
+            scores = np.full((len(histories), topk), -np.inf)
+            for u, (c, sc) in enumerate(zip(pooled, score)):
+                mine = np.unique(np.concatenate([r[s][u] for s in STREAMS]))
+                mine = mine[mine >= 0]
+                c_sc = sc[np.searchsorted(c, mine)]
+                order = np.lexsort((mine, -c_sc))[:topk]  # best summed log-probability; ties by item id
+                ranked[u, :len(order)], scores[u, :len(order)] = mine[order], c_sc[order]
+            out.append((ranked, scores))
+        return out
+
+    @torch.no_grad()
+    def candidate_log_probs(self, histories: np.ndarray, cand: list[np.ndarray], chunk: int = 4096) -> list[np.ndarray]:
+        """For each user u, the sum over both streams of the log-probability of each item of ``cand[u]``
+        (its own code in each stream), given ``histories[u]``. Users with the same number W of candidates
+        are scored together, ``chunk`` candidates at a time: each history encoded once, its W candidates
+        decoded against it (:meth:`UNGER.code_log_prob`)."""
+        self.eval()
+        score = [np.zeros(len(c)) for c in cand]
+        n = np.array([len(c) for c in cand], dtype=np.int64)
+        for w in np.unique(n[n > 0]).tolist():
+            users = np.flatnonzero(n == w)
+            step = max(1, chunk // w)
+            for b in range(0, len(users), step):
+                us = users[b:b + step]
+                h = torch.from_numpy(trim(histories[us])).to(DEVICE)
+                items = torch.from_numpy(np.concatenate([cand[u] for u in us])).to(DEVICE)
+                total = sum(m.code_log_prob(h, items).cpu().numpy() for m in self.streams.values())
+                for u, sc in zip(us, total.reshape(len(us), w)):
+                    score[u] = sc
+        return score
 
 
 def build(tables: dict[str, CodeTable], embeddings: dict[str, np.ndarray], s2: C.Stage2Config, max_hist: int,

@@ -297,7 +297,8 @@ class UNGER(nn.Module):
 
     def teacher_forced(self, mem: torch.Tensor, mask: torch.Tensor,
                        target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`forward` from the encoded histories (:meth:`encode`: memory [B, L, d], mask [B, 1, 1, L])."""
+        """:meth:`forward` from the encoded histories (:meth:`encode`: memory [B, L, d], mask [B, 1, 1, L]).
+        The memory may hold U histories for B = U x W targets, W consecutive targets per history."""
         code, path = self.codes[target], self.path[target]  # [B, Lc]
         B, n_real = len(target), (code >= 0).sum(1)
         lvl = torch.arange(self.Lc, device=code.device)
@@ -338,15 +339,14 @@ class UNGER(nn.Module):
         return {"loss": gen + self.s2.beta * ikd, "gen": gen, "ikd": ikd}
 
     @torch.no_grad()
-    def code_log_prob(self, hist: torch.Tensor, items: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def code_log_prob(self, hist: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[B] log-probability of generating each item's code, ``items`` [B], given its history: the sum
-        over its levels of the log-softmax that beam search adds up (teacher forcing; eval mode). The
-        histories are ``hist`` [B, L], one per item, or with ``rows`` [B] the rows of ``hist`` [U, L]:
-        each of the U histories is encoded once, however many items are scored against it."""
-        mem, mask = self.encode(hist)
-        if rows is not None:
-            mem, mask = mem[rows], mask[rows]
-        logits, code, _ = self.teacher_forced(mem, mask, items)
+        over its levels of the log-softmax that beam search adds up (teacher forcing; eval mode).
+        ``hist`` [U, L] with B = U x W: history u scores the W items u*W .. u*W+W-1 and is encoded once;
+        its W items are extra queries against its one memory, as a user's beams are in beam search."""
+        if len(hist) == 0 or len(items) % len(hist):
+            raise ValueError(f"{len(items)} items cannot be split evenly over {len(hist)} histories")
+        logits, code, _ = self.teacher_forced(*self.encode(hist), items)
         logp = torch.log_softmax(logits.double(), -1).gather(-1, code.clamp(min=0)[..., None])[..., 0]
         return torch.where(code >= 0, logp, 0.0).sum(1)
 
