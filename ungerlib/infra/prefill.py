@@ -48,7 +48,7 @@ TUNE = "tune"  # the validation grids make tune trains (ungerlib.analyses.tuning
 # has no run of the kind on a real data set yet. A key "baseline.X" is one baseline, "baseline" the
 # others. Smoke runs take seconds.
 TYPICAL_S = {"semantic": 120, "stage1": 1500, "codes": 300, "stage2": 5000, "eval": 300, "eval_neighbours": 240,
-             "stage2_discrec": 5000, "eval_discrec": 300, "stage2_dual": 10800, "eval_dual": 1800,
+             "stage2_discrec": 5000, "eval_discrec": 300, "stage2_dual": 6600, "eval_dual": 600,
              "baseline.TIGER": 10800, "baseline": 3300}
 
 
