@@ -55,6 +55,21 @@ def test_plan_is_deduplicated_and_in_dependency_order(tuned_everywhere):
     assert len([j for j in jobs if j.kind == "semantic"]) == 1
 
 
+def test_by_notebook_plans_each_run_once_with_the_first_notebook_that_reads_it(tuned_everywhere, capsys):
+    groups = prefill.by_notebook("cpu", ["04", "11"], ["Beauty"])
+    assert [nb for nb, _ in groups] == ["04", "11"]
+    (_, first), (_, second) = groups
+    assert not set(first) & set(second)
+    assert set(first) | set(second) == set(prefill.plan("cpu", ["04", "11"], ["Beauty"]))
+    assert set(first) == set(prefill.plan("cpu", ["04"], ["Beauty"]))  # notebook 04 complete in its own group
+    assert any(j.kind == "eval_dual" for j in second) and not any(j.kind == "eval_dual" for j in first)
+    assert prefill.main(["--profile", "cpu", "--only", "04", "11", "--datasets", "Beauty", "--by-notebook",
+                         "--dry-run", "--jobs", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == ["notebook 04", "notebook 11"]
+    assert all("with 2 jobs from now to its end" in line for line in out)
+
+
 def test_make_tune_prefills_beauty_s_three_best_on_toys_once_beauty_is_tuned(tuned_everywhere):
     def planned(model, dataset):
         return [j.extra["params"] for j in prefill.plan("cpu", ["tune"], ["Beauty", "Toys"])

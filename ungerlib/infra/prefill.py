@@ -2,6 +2,7 @@
 
     python -m ungerlib prefill --profile cpu --only 04 --datasets Beauty --jobs 2
     python -m ungerlib prefill --profile cpu --dry-run      # the plan, what is cached, a time estimate
+    python -m ungerlib prefill --profile cpu --by-notebook --only 04 05 09 --jobs 2   # whole notebooks first
     python -m ungerlib prefill --profile cpu --executor slurm --partition gpu --gpus-per-job 1
 
 A notebook trains its runs one after another in one process. Most of them are independent (the
@@ -463,10 +464,41 @@ def executor_of(a: argparse.Namespace) -> Executor:
                     a.gpus_per_job or 0, a.cpus_per_job or 1, a.time_min or 720)
 
 
+def by_notebook(profile: str, notebooks: list[str] | None = None, datasets: list[str] | None = None,
+                skip_untuned: bool = False, log: Callable[[str], None] = print) -> list[tuple[str, list[Job]]]:
+    """The plan notebook by notebook, in the order given (default :data:`NOTEBOOKS`): each notebook's runs
+    that no notebook before it reads, so that building the groups in turn finishes whole notebooks early
+    (a long regeneration over several sittings leaves complete notebooks behind, not half of every one)."""
+    seen: set[Job] = set()
+    out = []
+    for nb in notebooks or list(NOTEBOOKS):
+        jobs = [j for j in plan(profile, [nb], datasets, skip_untuned, log) if j not in seen]
+        seen.update(jobs)
+        out.append((nb, jobs))
+    return out
+
+
 def _main(a: argparse.Namespace) -> None:
     from ungerlib.infra import runtime
 
     check_options(a)
+    if a.by_notebook:
+        groups = by_notebook(a.profile, a.only, a.datasets, a.skip_untuned, runtime.log)
+        n, total, built = a.jobs or os.cpu_count() or 1, 0.0, {}
+        for nb, jobs in groups:
+            todo = [j for j in jobs if not j.cached()]
+            total += estimate(todo)
+            if a.dry_run:
+                print(f"notebook {nb}: {len(jobs)} runs not read by an earlier notebook, {len(todo)} to build, "
+                      f"about {runtime.duration(estimate(todo))} of one-thread work "
+                      f"({runtime.duration(total / n)} with {n} jobs from now to its end)")
+            elif todo:
+                runtime.log(f"[prefill] notebook {nb}")
+                built.update(prefill(jobs, log=runtime.log, executor=executor_of(a)))
+        if not a.dry_run:
+            print(json.dumps(built, indent=1))
+            runtime.log(f"[prefill] {len(built)} runs built; artefacts in {artefacts_root()}")
+        return
     jobs = plan(a.profile, a.only, a.datasets, skip_untuned=a.skip_untuned, log=runtime.log)
     if a.dry_run:
         n = a.jobs or os.cpu_count() or 1
@@ -499,6 +531,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--jobs", type=int, default=None,
                     help="runs at once (local: worker processes, default one per core; slurm: array parallelism)")
     ap.add_argument("--dry-run", action="store_true", help="list the runs and whether each is built; build nothing")
+    ap.add_argument("--by-notebook", action="store_true",
+                    help="build notebook by notebook in --only's order (each one's runs finished before the next "
+                         "one's start), not all runs by depth: whole notebooks are done early in a long regeneration")
     ap.add_argument("--skip-untuned", action="store_true",
                     help="leave out the baselines that make tune has not selected at their current grids (one line "
                          "names them) instead of stopping; everything else is planned")
