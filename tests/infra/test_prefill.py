@@ -123,12 +123,15 @@ def test_the_estimate_counts_own_times_and_the_unbuilt_runs_a_job_reads(tmp_path
 
     monkeypatch.setattr(store, "artefact_root", lambda: tmp_path)
 
-    def stored(kind, dataset, end, wall, own=None, i=[0]):
+    def stored(kind, dataset, end, wall, own=None, epochs=None, i=[0]):
         i[0] += 1
         (tmp_path / kind / f"run{i[0]}").mkdir(parents=True)
         rec = {"key": {"data": {"dataset": dataset}}, "wall_s": wall,
                "created": f"2026-12-07T{end // 3600:02d}:{end % 3600 // 60:02d}:{end % 60:02d}+0000"}
         (tmp_path / kind / f"run{i[0]}" / "provenance.json").write_text(json.dumps(rec | ({"own_s": own} if own else {})))
+        if epochs:  # a trained run's history: each epoch's training and validation seconds
+            (tmp_path / kind / f"run{i[0]}" / "history.json").write_text(json.dumps(
+                [{"epoch": e + 1, "train_s": t, "valid_s": v} for e, (t, v) in enumerate(epochs)]))
 
     stored("stage2", "Beauty", 3000, 1000.0)  # trained inside the evaluation below
     stored("codes", "Beauty", 2500, 400.0)  # inside that training: subtracted with it, not twice
@@ -136,8 +139,10 @@ def test_the_estimate_counts_own_times_and_the_unbuilt_runs_a_job_reads(tmp_path
     stored("eval", "Beauty", 9000, 500.0, own=100.0)
     stored("stage2", "Sports", 20000, 3000.0)
     stored("stage2", "synthetic", 30000, 5.0)
-    own = prefill.own_times(tmp_path, {"stage2", "codes", "eval"})
+    stored("stage2_dual", "Sports", 40000, 300.0, own=300.0, epochs=[(200.0, 100.0)] * 4)  # resumed at epoch 3
+    own = prefill.own_times(tmp_path, {"stage2", "codes", "eval", "stage2_dual"})
     assert sorted(own[("eval", "Beauty")]) == [100.0, 2000.0] and own[("stage2", "Beauty")] == [600.0]
+    assert own[("stage2_dual", "Sports")] == [1200.0]  # its epochs, not the last attempt's wall time
 
     def job(kind, dataset):
         extra = ({"params": table3.full_grid("cpu", kind.split(".")[1])[0]} if kind.startswith("baseline.")
@@ -158,7 +163,8 @@ def test_the_estimate_counts_own_times_and_the_unbuilt_runs_a_job_reads(tmp_path
     for k in ("semantic", "stage1", "codes"):
         state[(k, "Toys")] = "built"
     assert prefill.estimate([job("stage2", "Toys")]) == pytest.approx(1800)  # the real data sets' runs
-    assert prefill.estimate([job("stage2_dual", "Toys")]) == prefill.TYPICAL_S["stage2_dual"]
+    assert prefill.estimate([job("stage2_dual", "Toys")]) == 1200.0  # the same kind on another data set
+    assert prefill.estimate([job("eval_dual", "Toys")]) == prefill.TYPICAL_S["eval_dual"] + 1200.0
     assert prefill.estimate([job("baseline.TIGER", "Toys")]) == prefill.TYPICAL_S["baseline.TIGER"]
     assert prefill.estimate([job("baseline.NGCF", "Toys")]) == prefill.TYPICAL_S["baseline"]
 

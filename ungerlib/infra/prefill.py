@@ -252,8 +252,9 @@ def estimate(jobs: list[Job]) -> float:
 
     A run's cost is the mean own time (:func:`own_times`) of the runs of its kind in the store on the
     same data set, else on the other real data sets, else :data:`TYPICAL_S`; 0 for smoke. A run resumed
-    after a kill counts its earlier attempts only where they were recorded (builds since ``own_s``), so
-    older records of the long kinds run low."""
+    after a kill counts its earlier attempts where they were recorded (builds since ``own_s``), and a
+    trained run at least the sum of its epochs' times (:func:`_epochs_s`), which older resumed records
+    lack."""
     from ungerlib.infra import store
 
     if not jobs:
@@ -287,7 +288,8 @@ def estimate(jobs: list[Job]) -> float:
 def own_times(root: Path, kinds: set[str]) -> dict[tuple[str, str], list[float]]:
     """``{(kind, data set): [seconds]}``: each stored run's own time, its ``own_s``; a record made before
     that field has its ``wall_s`` less the wall times of the runs of upstream kinds that finished within
-    it (the outermost ones, so a model trained inside an evaluation is subtracted once)."""
+    it (the outermost ones, so a model trained inside an evaluation is subtracted once). A trained run
+    counts at least the sum of its epochs' times (:func:`_epochs_s`)."""
     import datetime as dt
 
     recs = []
@@ -298,11 +300,11 @@ def own_times(root: Path, kinds: set[str]) -> dict[tuple[str, str], list[float]]
                 r = json.loads(p.read_text())
                 end = dt.datetime.strptime(r["created"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
                 recs.append((kind, r["key"]["data"]["dataset"], end - float(r["wall_s"]), end, float(r["wall_s"]),
-                             r.get("own_s")))
+                             r.get("own_s"), _epochs_s(p.parent)))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
     out: dict[tuple[str, str], list[float]] = {}
-    for kind, data, start, end, wall, own_s in recs:
+    for kind, data, start, end, wall, own_s, epochs_s in recs:
         if own_s is None:
             upstream = {k.name for k in artefacts.get(kind).chain()[:-1]}
             inner = sorted((r for r in recs if r[0] in upstream and r[1] == data and start <= r[2] and r[3] <= end),
@@ -312,8 +314,19 @@ def own_times(root: Path, kinds: set[str]) -> dict[tuple[str, str], list[float]]
                 if not any(o[2] <= r[2] and r[3] <= o[3] for o in outermost):
                     outermost.append(r)
             own_s = max(wall - sum(r[4] for r in outermost), 0.0)
-        out.setdefault((kind, data), []).append(float(own_s))
+        out.setdefault((kind, data), []).append(max(float(own_s), epochs_s))
     return out
+
+
+def _epochs_s(folder: Path) -> float:
+    """The seconds a trained run's epochs took, training and validation, summed over its ``history.json``
+    (0 where it has none). A run resumed before the store recorded earlier attempts has a ``wall_s`` of its
+    last attempt only; its epochs still add up to the whole run."""
+    try:
+        history = json.loads((folder / "history.json").read_text())
+        return float(sum(r.get("train_s", 0.0) + r.get("valid_s", 0.0) for r in history if isinstance(r, dict)))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 class Executor(Protocol):
