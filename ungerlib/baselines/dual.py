@@ -103,8 +103,9 @@ class DualUNGER(nn.Module):
         self.eval()
         lists = {s: recommend_both(m, histories, self.tables[s], beam=beam, topk=topk, batch_size=batch_size,
                                    exclude=exclude) for s, m in self.streams.items()}
+        # one merge for both rankings: a user's candidates in either are scored once
         every, excluded = self.merge_all(histories, [{s: lists[s][r][0] for s in STREAMS} for r in (0, 1)], topk)
-        return every, excluded  # each user's candidates in either ranking scored once
+        return every, excluded
 
     @torch.no_grad()
     def recommend(self, histories: np.ndarray, beam: int, topk: int,
