@@ -500,14 +500,16 @@ def _main(a: argparse.Namespace) -> None:
         n, total, built = a.jobs or os.cpu_count() or 1, 0.0, {}
         for nb, jobs in groups:
             todo = [j for j in jobs if not j.cached()]
-            total += estimate(todo)
-            if a.dry_run:
-                print(f"notebook {nb}: {len(jobs)} runs not read by an earlier notebook, {len(todo)} to build, "
-                      f"about {runtime.duration(estimate(todo))} of one-thread work "
-                      f"({runtime.duration(total / n)} with {n} jobs from now to its end)")
-            elif todo:
-                runtime.log(f"[prefill] notebook {nb}")
-                built.update(prefill(jobs, log=runtime.log, executor=executor_of(a)))
+            if not a.dry_run:
+                if todo:  # prefill logs its own estimate
+                    runtime.log(f"[prefill] notebook {nb}")
+                    built.update(prefill(jobs, log=runtime.log, executor=executor_of(a)))
+                continue
+            work = estimate(todo)
+            total += work
+            print(f"notebook {nb}: {len(jobs)} runs not read by an earlier notebook, {len(todo)} to build, "
+                  f"about {runtime.duration(work)} of one-thread work "
+                  f"({runtime.duration(total / n)} with {n} jobs from now to its end)")
         if not a.dry_run:
             print(json.dumps(built, indent=1))
             runtime.log(f"[prefill] {len(built)} runs built; artefacts in {artefacts_root()}")
